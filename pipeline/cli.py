@@ -1,0 +1,220 @@
+"""The `inpaint` command line: a thin Typer layer over the library.
+
+Each command builds `RunSettings` (or its own small settings), calls one library
+function, and turns library errors into one line and an exit status: 0 all ok or
+skipped, 1 some item failed, 2 a usage or configuration error found before any work.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from pipeline.discover import UsageError
+from pipeline.settings import DEFAULT_MAX_PIXELS, DEFAULT_METHOD, RunSettings
+
+app = typer.Typer(
+    help="Restore damaged photos at scale: inpainting on Ray, from any fsspec storage.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+log = logging.getLogger("pipeline")
+
+
+def fail_usage(message: str) -> None:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def parse_params(pairs: list[str]) -> dict[str, Any]:
+    """`--param key=value` pairs; values are read as JSON when they parse, else as text."""
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            fail_usage(f"--param expects KEY=VALUE, got {pair!r}")
+        try:
+            params[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key.strip()] = value
+    return params
+
+
+def parse_storage_options(text: str | None) -> dict[str, Any]:
+    if not text:
+        return {}
+    try:
+        options = json.loads(text)
+    except json.JSONDecodeError as error:
+        fail_usage(f"--storage-options is not valid JSON: {error.msg}")
+    if not isinstance(options, dict):
+        fail_usage("--storage-options must be a JSON object")
+    return options
+
+
+def build_settings(**fields: Any) -> RunSettings:
+    try:
+        return RunSettings(**fields)
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
+        )
+        fail_usage(problems)
+
+
+class _Reporter:
+    """A progress bar on a terminal, plain log lines (every 10 s) elsewhere."""
+
+    def __init__(self, total: int):
+        self.total, self.done, self.failed = total, 0, 0
+        self.started = self.last_line = time.monotonic()
+        self.bar = None
+        if err.is_terminal:
+            self.bar = Progress(TextColumn("restoring"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                                console=err)
+            self.task = self.bar.add_task("restore", total=total, rate="")
+
+    def __enter__(self):
+        if self.bar:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar:
+            self.bar.stop()
+
+    def __call__(self, row: dict[str, Any]) -> None:
+        self.done += 1
+        self.failed += row["status"] == "failed"
+        rate = self.done / max(time.monotonic() - self.started, 1e-9)
+        if self.bar:
+            self.bar.update(self.task, completed=self.done, rate=f"{rate:.2f} items/s")
+        elif time.monotonic() - self.last_line > 10 or self.done == self.total:
+            self.last_line = time.monotonic()
+            err.print(f"{self.done}/{self.total} items, {self.failed} failed, {rate:.2f} items/s",
+                      highlight=False)
+
+
+def print_plan(work) -> None:
+    out = Console()
+    out.print(f"run {work.run_id}: {work.total} items found, {len(work.todo)} to restore, "
+              f"{len(work.already_done)} already done (resume skips them), "
+              f"{len(work.problems)} with pairing problems", highlight=False)
+    for item in work.todo:
+        state = f"PROBLEM {item.problem}" if item.problem else f"mask {item.mask_uri}"
+        out.print(f"  todo  {item.image_uri}  {state}", highlight=False, markup=False)
+    for item in work.already_done:
+        out.print(f"  done  {item.image_uri}", highlight=False, markup=False)
+
+
+@app.command("run")
+def run_command(
+    images: Annotated[str, typer.Argument(help="Folder (recursive) or glob of photos; any "
+                                               "fsspec URI.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Where restored photos go.")],
+    masks: Annotated[str | None, typer.Option(help="Folder of masks mirroring IMAGES "
+                                                   "(x.jpg -> x.<any image ext>).")] = None,
+    mask: Annotated[str | None, typer.Option(help="One mask for every image, resized "
+                                                  "nearest-neighbour (watermarks).")] = None,
+    method: Annotated[str, typer.Option(help="Inpainting method (`inpaint methods`).")] =
+        DEFAULT_METHOD,
+    param: Annotated[list[str], typer.Option("--param", "-p", help="Method param KEY=VALUE, "
+                                                                   "repeatable.")] = [],  # noqa: B006
+    workers: Annotated[int, typer.Option(help="Ray actors running the method.")] = 1,
+    cpus_per_worker: Annotated[float, typer.Option(help="CPUs per actor (torch threads).")] =
+        1.0,
+    gpus_per_worker: Annotated[float, typer.Option(help="GPUs per actor (0 = CPU).")] = 0.0,
+    batch_size: Annotated[int, typer.Option(help="Items per Ray task.")] = 4,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address; default: start a "
+                                                     "local Ray.")] = None,
+    force: Annotated[bool, typer.Option(help="Reprocess items the manifest says are done.")] =
+        False,
+    invert_mask: Annotated[bool, typer.Option(help="Black = fill instead of white.")] = False,
+    resize_masks: Annotated[bool, typer.Option(help="Resize masks of another size "
+                                                    "(nearest).")] = False,
+    output_format: Annotated[str | None, typer.Option("--format", help="png|jpeg|tiff|webp "
+                                                      "(default: as the input).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of stochastic methods.")] = 0,
+    weights: Annotated[str | None, typer.Option(help="URI of the prior network's "
+                                                     "weights.")] = None,
+    max_pixels: Annotated[int, typer.Option(help="Refuse larger images (decompression "
+                                                 "bombs).")] = DEFAULT_MAX_PIXELS,
+    manifest: Annotated[str | None, typer.Option(help="Manifest folder (default "
+                                                      "OUT/_manifest).")] = None,
+    storage_options: Annotated[str | None, typer.Option(help="JSON passed to fsspec, e.g. "
+                                                             "'{\"endpoint_url\": ...}'.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Process only the first N items.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="List what would be done; process "
+                                               "nothing.")] = False,
+    report: Annotated[bool, typer.Option(help="Write OUT/_report/index.html at the "
+                                              "end.")] = True,
+    run_id: Annotated[str | None, typer.Option(help="Run id (default: time + random).")] =
+        None,
+) -> None:
+    """Restore every photo under IMAGES into OUT, recording one manifest row per item.
+
+    Example: inpaint run examples/images --masks examples/masks --out restored/
+    """
+    from pipeline import runner
+
+    settings = build_settings(
+        images=images, out=out, masks=masks, mask=mask, method=method,
+        method_params=parse_params(param), workers=workers, cpus_per_worker=cpus_per_worker,
+        gpus_per_worker=gpus_per_worker, batch_size=batch_size, address=address, force=force,
+        invert_mask=invert_mask, resize_masks=resize_masks, output_format=output_format,
+        seed=seed, weights=weights, max_pixels=max_pixels, manifest=manifest,
+        storage_options=parse_storage_options(storage_options), limit=limit, report=report,
+        run_id=run_id,
+    )
+    try:
+        if dry_run:
+            print_plan(runner.plan(settings))
+            return
+        work = runner.plan(settings)
+        with _Reporter(len(work.todo)) as reporter:
+            summary = runner.run(settings, progress=reporter, work=work)
+    except UsageError as error:
+        fail_usage(str(error))
+    print_summary(summary)
+    raise typer.Exit(1 if summary.failed else 0)
+
+
+def print_summary(summary) -> None:
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items())) or "none"
+    Console().print(
+        f"run {summary.run_id}: {counts}; {summary.resumed} already done; "
+        f"{summary.seconds:.1f}s\nmanifest: {summary.manifest_uri}"
+        + (f"\nreport: {summary.report_uri}" if summary.report_uri else ""),
+        highlight=False, markup=False,
+    )
+
+
+@app.command("methods")
+def methods_command() -> None:
+    """List the inpainting methods and their params.
+
+    Example: inpaint methods
+    """
+    from pipeline.methods import method_class, method_names
+
+    out = Console()
+    for name in method_names():
+        fields = method_class(name).Params.model_fields
+        params = ", ".join(f"{k}={v.default!r}" for k, v in fields.items()) or "no params"
+        out.print(f"{name}: {params}", highlight=False, markup=False)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    app()

@@ -1,0 +1,141 @@
+"""The method contract and the work every method shares.
+
+A method only fills float pixels inside a crop. Dtype and colour handling, the alpha
+channel, cropping around the holes and the guarantee that known pixels come back
+bit-identical all live here, once, in `Method.__call__`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import cv2
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+
+class MethodParams(BaseModel):
+    """Base of every method's own typed params; unknown params are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NothingToConditionOn(ValueError):
+    """The mask covers every pixel: there is no known pixel to fill from."""
+
+
+@dataclass
+class Fill:
+    """What `Method.fill` returns: float32 pixels in [0, 1] of the crop it was given."""
+
+    pixels: np.ndarray
+    iterations: int | None = None
+    loss: float | None = None
+
+
+@dataclass
+class Result:
+    """What `Method.__call__` returns: pixels of the input's shape and dtype."""
+
+    pixels: np.ndarray
+    iterations: int | None = None
+    loss: float | None = None
+
+
+class Method:
+    """Subclass, set `name` and `Params`, implement `fill`; register it in `methods/__init__`."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[MethodParams]] = MethodParams
+    # Known pixels kept around each group of holes when cropping: the context a method
+    # sees. Holes closer than this share a crop.
+    context_margin: ClassVar[int] = 24
+    # Above this share of the frame, crops stop paying off and the whole frame is used.
+    full_frame_above: ClassVar[float] = 0.6
+
+    def __init__(self, params: MethodParams | None = None, device: str = "cpu"):
+        self.params = params if params is not None else self.Params()
+        self.device = device
+
+    def fill(self, image: np.ndarray, mask: np.ndarray) -> Fill:
+        """Fill `mask` (bool HxW, True = hole) in `image` (float32 HxWxC, C 1 or 3, [0, 1])."""
+        raise NotImplementedError
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> Result:
+        """Fill an HxW or HxWxC uint8/uint16 image; pixels outside `mask` stay identical."""
+        check_inputs(image, mask)
+        if not mask.any():
+            return Result(image.copy())
+        if mask.all():
+            raise NothingToConditionOn("the mask covers the whole image: nothing to fill from")
+        colour, alpha = split_alpha(image)
+        working = to_float(colour)
+        filled, iterations, losses = working.copy(), 0, []
+        for top, left, bottom, right in hole_regions(mask, self.context_margin,
+                                                     self.full_frame_above):
+            crop_mask = mask[top:bottom, left:right]
+            result = self.fill(working[top:bottom, left:right], crop_mask)
+            filled[top:bottom, left:right][crop_mask] = result.pixels[crop_mask]
+            iterations += result.iterations or 0
+            if result.loss is not None:
+                losses.append(result.loss)
+        pixels = from_float(filled, colour.dtype).reshape(colour.shape)
+        pixels[~mask] = colour[~mask]
+        if alpha is not None:
+            pixels = np.concatenate([pixels, alpha], axis=2)
+        return Result(
+            pixels,
+            iterations=iterations if iterations else None,
+            loss=float(np.mean(losses)) if losses else None,
+        )
+
+
+def check_inputs(image: np.ndarray, mask: np.ndarray) -> None:
+    if image.dtype not in (np.uint8, np.uint16):
+        raise TypeError(f"image must be uint8 or uint16, not {image.dtype}")
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] not in (1, 3, 4)):
+        raise ValueError(f"image must be HxW or HxWxC with C in 1, 3, 4; got {image.shape}")
+    if mask.dtype != bool or mask.shape != image.shape[:2]:
+        raise ValueError(f"mask must be bool of shape {image.shape[:2]}; got {mask.dtype} "
+                         f"{mask.shape}")
+
+
+def split_alpha(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """Separate an alpha channel, which is kept as it was: only colour is filled."""
+    if image.ndim == 3 and image.shape[2] == 4:
+        return image[:, :, :3], image[:, :, 3:]
+    return image, None
+
+
+def to_float(image: np.ndarray) -> np.ndarray:
+    scale = 65535.0 if image.dtype == np.uint16 else 255.0
+    pixels = image.astype(np.float32) / scale
+    return pixels[:, :, None] if pixels.ndim == 2 else pixels
+
+
+def from_float(pixels: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    scale = 65535.0 if dtype == np.uint16 else 255.0
+    return np.clip(np.rint(pixels * scale), 0, scale).astype(dtype)
+
+
+def hole_regions(
+    mask: np.ndarray, margin: int, full_frame_above: float = 0.6
+) -> list[tuple[int, int, int, int]]:
+    """Boxes (top, left, bottom, right) that cover every hole with `margin` of context.
+
+    Holes within `margin` of each other fall in one box, so a scratch is one crop, not
+    a hundred; cost then follows the damage, not the size of the photo.
+    """
+    height, width = mask.shape
+    size = 2 * margin + 1
+    grown = cv2.dilate(mask.astype(np.uint8), np.ones((size, size), np.uint8))
+    count, _, stats, _ = cv2.connectedComponentsWithStats(grown, connectivity=8)
+    boxes = [
+        (int(y), int(x), int(y + h), int(x + w))
+        for x, y, w, h, _ in stats[1:count]
+    ]
+    covered = sum((b - t) * (r - left) for t, left, b, r in boxes)
+    if covered > full_frame_above * height * width:
+        return [(0, 0, height, width)]
+    return boxes

@@ -1,0 +1,199 @@
+"""`pipeline.run`: discover -> skip what resume allows -> restore on Ray -> record.
+
+The driver never touches pixels: it lists, plans, and streams the workers' manifest rows
+into the manifest as they arrive, so memory stays flat however large the archive is.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline import discover, manifest, storage
+from pipeline.discover import Item, UsageError
+from pipeline.methods import UnknownMethodError, resolve_params
+from pipeline.settings import RunSettings, params_json
+
+log = logging.getLogger(__name__)
+ProgressCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass
+class Plan:
+    """What a run would do: every item found, and which of them resume skips."""
+
+    run_id: str
+    params: str
+    todo: list[Item]
+    already_done: list[Item]
+    problems: list[Item] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.todo) + len(self.already_done)
+
+
+@dataclass
+class Summary:
+    run_id: str
+    manifest_uri: str
+    counts: dict[str, int]
+    resumed: int
+    seconds: float
+    report_uri: str | None = None
+
+    @property
+    def failed(self) -> int:
+        return self.counts.get("failed", 0)
+
+
+def new_run_id() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:6]
+
+
+def validate(settings: RunSettings, in_process: bool = False) -> str:
+    """Check everything that can be checked before any work; return the params JSON."""
+    try:
+        method_params = resolve_params(settings.method, settings.method_params)
+    except UnknownMethodError as error:
+        raise UsageError(str(error)) from None
+    except ValueError as error:
+        raise UsageError(f"invalid params for method {settings.method!r}: {error}") from None
+    for uri in (settings.images, settings.out, settings.masks, settings.mask, settings.manifest):
+        if uri and uri.startswith("memory://") and not in_process:
+            raise UsageError(
+                f"{uri}: memory:// lives inside one process and Ray workers cannot see it; "
+                "use pipeline.restore_items for in-process work, or a folder or bucket"
+            )
+    discover.check_output_location(settings.images, settings.out, settings.storage_options)
+    return params_json(settings.output_params(method_params))
+
+
+def plan(settings: RunSettings, in_process: bool = False) -> Plan:
+    """Discover and pair items, then split them into work to do and work resume skips."""
+    params = validate(settings, in_process)
+    items = discover.pair(settings.images, settings.masks, settings.mask, settings.storage_options)
+    if settings.limit:
+        items = items[: settings.limit]
+    done = set() if settings.force else manifest.completed(
+        settings.manifest_uri(), settings.storage_options
+    )
+    todo, skipped = [], []
+    for item in items:
+        finished = (item.item_id, item.input_fingerprint, params) in done
+        (skipped if finished else todo).append(item)
+    problems = [item for item in todo if item.problem]
+    return Plan(settings.run_id or new_run_id(), params, todo, skipped, problems)
+
+
+def run(
+    settings: RunSettings, progress: ProgressCallback | None = None, work: Plan | None = None
+) -> Summary:
+    """Restore every item IMAGES holds on Ray (embedded, or `settings.address`).
+
+    `work` is a plan made beforehand by `plan(settings)`; without it, one is made here.
+    """
+    started = datetime.now(UTC)
+    work = work or plan(settings)
+    writer = manifest.ManifestWriter(settings.manifest_uri(), work.run_id,
+                                     settings.storage_options)
+    counts: Counter[str] = Counter()
+    log.info("run %s: %d items to restore, %d already done", work.run_id, len(work.todo),
+             len(work.already_done))
+    try:
+        if work.todo:
+            for row in _restore_on_ray(settings, work):
+                for fresh in writer.add([row]):
+                    counts[fresh["status"]] += 1
+                    if progress:
+                        progress(fresh)
+    finally:
+        writer.flush()
+    seconds = (datetime.now(UTC) - started).total_seconds()
+    summary = Summary(work.run_id, settings.manifest_uri(), dict(counts),
+                      len(work.already_done), seconds)
+    if settings.report and writer.rows_written:
+        summary.report_uri = _write_report(settings, work.run_id)
+    return summary
+
+
+def _write_report(settings: RunSettings, run_id: str) -> str | None:
+    try:
+        from pipeline import report
+    except ImportError:
+        return None
+    return report.build(settings.manifest_uri(), storage.join(settings.out, "_report"),
+                        run_id=run_id, storage_options=settings.storage_options)
+
+
+def _restore_on_ray(settings: RunSettings, work: Plan):
+    """Stream manifest rows from an actor pool; start (and stop) a local Ray if needed."""
+    import ray
+
+    started_here = connect(settings)
+    try:
+        yield from _stream_rows(settings, work)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _stream_rows(settings: RunSettings, work: Plan):
+    import ray
+
+    from pipeline.worker import restorer_class
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    records = [asdict(item) for item in work.todo]
+    blocks = min(len(records), max(1, math.ceil(len(records) / settings.batch_size)), 10_000)
+    dataset = ray.data.from_items(records, override_num_blocks=blocks)
+    # Ray Data's actor pools restart a killed actor and replay its batch by default
+    # (max_restarts=-1, max_task_retries=-1): outputs are written atomically and the
+    # manifest writer drops replayed rows, so a replay is harmless.
+    restored = dataset.map_batches(
+        restorer_class(settings, work.params),
+        batch_size=settings.batch_size,
+        batch_format="pyarrow",
+        compute=ray.data.ActorPoolStrategy(size=settings.workers),
+        num_cpus=settings.cpus_per_worker,
+        num_gpus=settings.gpus_per_worker or None,
+    )
+    for batch in restored.iter_batches(batch_format="pyarrow", batch_size=None):
+        yield from batch.to_pylist()
+
+
+def connect(settings: RunSettings) -> bool:
+    """Connect to `settings.address`, or start an embedded local Ray; True if started here."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    quiet = {"log_to_driver": False, "logging_level": logging.WARNING,
+             "include_dashboard": False}
+    if settings.address:
+        ray.init(address=settings.address, **quiet)
+        return False
+    needed = math.ceil(settings.workers * settings.cpus_per_worker)
+    cpus = max(os.cpu_count() or 1, needed)
+    # The embedded Ray listens on loopback only and keeps Ray's token authentication.
+    ray.init(num_cpus=cpus, _node_ip_address="127.0.0.1", **quiet)
+    return True
+
+
+def restore_items(settings: RunSettings) -> list[dict]:
+    """The same work as `run`, in this process and without Ray or a manifest (notebooks,
+    benchmarks, `memory://`): returns the rows `run` would record."""
+    from pipeline.worker import Context, restore_item
+
+    work = plan(settings, in_process=True)
+    context = Context(settings, work.params)
+    return [restore_item(item, context) for item in work.todo]

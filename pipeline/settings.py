@@ -1,0 +1,93 @@
+"""One typed settings object shared by the CLI, job specs and Ray workers.
+
+Every field that changes an output is copied into the manifest's `params` column
+(see `output_params`), which is also what resume compares.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+OutputFormat = Literal["png", "jpeg", "tiff", "webp"]
+
+DEFAULT_METHOD = "hallucinate"
+DEFAULT_MAX_PIXELS = 180_000_000
+
+
+class RunSettings(BaseModel):
+    """Everything `inpaint run` takes. Unknown keys are errors (job specs rely on it)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    images: str = Field(description="Folder (walked recursively) or glob of input photos.")
+    out: str = Field(description="Where restored photos go, same relative paths as IMAGES.")
+    masks: str | None = Field(
+        default=None,
+        description="Folder of masks mirroring IMAGES, or 'auto' to detect damage.",
+    )
+    mask: str | None = Field(default=None, description="One mask applied to every image.")
+    manifest: str | None = Field(default=None, description="Manifest folder (OUT/_manifest).")
+    method: str = DEFAULT_METHOD
+    method_params: dict[str, Any] = Field(default_factory=dict)
+    invert_mask: bool = False
+    resize_masks: bool = False
+    output_format: OutputFormat | None = None
+    seed: int = 0
+    weights: str | None = Field(default=None, description="URI of prior-network weights.")
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    workers: int = Field(default=1, ge=1)
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    gpus_per_worker: float = Field(default=0.0, ge=0)
+    batch_size: int = Field(default=4, ge=1)
+    address: str | None = None
+    force: bool = False
+    limit: int | None = Field(default=None, ge=1)
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    report: bool = True
+    run_id: str | None = None
+
+    @field_validator("images", "out")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_inline_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # Settings travel to workers, job specs and logs; credentials must come from the
+        # provider's own chain (environment, profile, instance role), never from here.
+        secret_words = ("key", "secret", "token", "password", "credential", "sas")
+        offending = sorted(k for k in value if any(w in k.lower() for w in secret_words))
+        if offending:
+            raise ValueError(
+                f"storage options may not carry credentials ({', '.join(offending)}); "
+                "use the provider's standard chain (environment variables, profile, role)"
+            )
+        return value
+
+    def manifest_uri(self) -> str:
+        return self.manifest or self.out.rstrip("/") + "/_manifest"
+
+    def output_params(self, method_params: dict[str, Any]) -> dict[str, Any]:
+        """The settings that decide the output pixels and bytes, with resolved method params."""
+        return {
+            "method": self.method,
+            "method_params": method_params,
+            "invert_mask": self.invert_mask,
+            "resize_masks": self.resize_masks,
+            "mask_source": "auto" if self.masks == "auto" else "file",
+            "output_format": self.output_format,
+            "seed": self.seed,
+            "weights": self.weights,
+            "max_pixels": self.max_pixels,
+        }
+
+
+def params_json(params: dict[str, Any]) -> str:
+    """Canonical JSON, so equal settings always give equal strings (resume compares them)."""
+    return json.dumps(params, sort_keys=True, separators=(",", ":"), default=str)

@@ -1,0 +1,124 @@
+"""Storage access through fsspec: open any URI, read with retries, write atomically.
+
+Every byte the pipeline reads or writes goes through here, so the same code serves a
+laptop folder, `memory://` in tests and an `s3://` bucket on a cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRY_ATTEMPTS = 5
+RETRY_BASE_SECONDS = 0.2
+_TRANSIENT_MARKERS = (
+    "timeout",
+    "timed out",
+    "throttl",
+    "slowdown",
+    "slow down",
+    "too many requests",
+    "service unavailable",
+    "internal error",
+    "internalerror",
+    "bad gateway",
+    "connection reset",
+    "connection aborted",
+    " 500",
+    " 502",
+    " 503",
+    " 504",
+)
+
+
+class StorageError(RuntimeError):
+    """A storage operation that failed for good (after retries where they make sense)."""
+
+
+def filesystem(uri: str, storage_options: dict[str, Any] | None = None):
+    """Return `(fs, path)` for a URI; a plain path is a local path."""
+    fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
+    return fs, path
+
+
+def full_uri(fs, path: str) -> str:
+    """A URI a person (and fsspec) can use again: local paths stay plain paths."""
+    if isinstance(fs, LocalFileSystem):
+        return path
+    return fs.unstrip_protocol(path)
+
+
+def is_local(fs) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Timeouts, 5xx and throttling are worth another try; missing keys and denials are not."""
+    if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError):
+        return False
+    if isinstance(error, TimeoutError | ConnectionError):
+        return True
+    text = f" {type(error).__name__} {error}".lower()
+    return any(marker in text for marker in _TRANSIENT_MARKERS)
+
+
+def with_retries(operation: Callable[[], T], what: str, attempts: int = RETRY_ATTEMPTS) -> T:
+    """Run `operation`, retrying transient errors with jittered exponential backoff."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return operation()
+        except Exception as error:
+            if not is_transient(error) or attempt == attempts:
+                raise
+            delay = RETRY_BASE_SECONDS * 2 ** (attempt - 1) * (0.5 + random.random())
+            log.warning("%s: transient error (%s), retry %d in %.1fs", what, error, attempt, delay)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+def read_bytes(fs, path: str) -> bytes:
+    return with_retries(lambda: fs.cat_file(path), f"read {path}")
+
+
+def write_atomic(fs, path: str, data: bytes) -> None:
+    """Write so that no reader ever sees a partial file at `path`.
+
+    Local: a temporary file in the same folder, fsynced, then renamed over the target.
+    Object stores: one PUT of the finished bytes (`pipe_file`), never a streamed upload.
+    A replayed write (Ray retrying a task) replaces the file with identical bytes.
+    """
+    if is_local(fs):
+        _write_local_atomic(path, data)
+    else:
+        with_retries(lambda: fs.pipe_file(path, data), f"write {path}")
+
+
+def _write_local_atomic(path: str, data: bytes) -> None:
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def join(base: str, relative: str) -> str:
+    return base.rstrip("/") + "/" + relative.lstrip("/")

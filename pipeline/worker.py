@@ -1,0 +1,184 @@
+"""The per-item work: read, fill, write, and return one manifest row; never raise.
+
+`Restorer` is the callable class Ray Data runs on each actor (the method is loaded once
+per actor); `restore_item` is the same work for one item, callable from a plain loop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import posixpath
+import socket
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from pipeline import imageio, manifest, storage
+from pipeline.discover import Item
+from pipeline.masks import MaskError, decode_mask, hole_fraction
+from pipeline.methods import Method, NothingToConditionOn, load_method
+from pipeline.settings import RunSettings
+
+ITEM_FIELDS = ("item_id", "relative_path", "image_uri", "mask_uri", "input_fingerprint",
+               "problem")
+
+
+def error_kind(error: BaseException) -> str:
+    """A short, stable name for what went wrong, for grouping failures in reports."""
+    if isinstance(error, imageio.ImageDecodeError):
+        return "decode"
+    if isinstance(error, MaskError):
+        return "mask"
+    if isinstance(error, NothingToConditionOn):
+        return "all_hole"
+    if isinstance(error, FileNotFoundError):
+        return "missing"
+    if isinstance(error, OSError | storage.StorageError):
+        return "storage"
+    return "internal"
+
+
+def choose_device(gpus: float) -> str:
+    """CUDA when Ray gave this actor a GPU and torch can see it, otherwise the CPU."""
+    if gpus <= 0:
+        return "cpu"
+    import ray
+    import torch
+
+    return "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+
+
+def limit_threads(cpus: float) -> None:
+    """One actor per requested CPU share: keep torch and OpenCV from oversubscribing."""
+    import cv2
+
+    threads = max(1, int(round(cpus)))
+    cv2.setNumThreads(threads)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+class Context:
+    """What every item of one actor shares: settings, the loaded method, who we are."""
+
+    def __init__(self, settings: RunSettings, params: str, device: str = "cpu"):
+        self.settings = settings
+        self.params = params
+        self.device = device
+        self.method: Method = load_method(settings.method, settings.method_params, device)
+        self.worker = f"{socket.gethostname()}:{os.getpid()}"
+        self.model = getattr(self.method, "model_name", None)
+        self.weights_sha256 = getattr(self.method, "weights_sha256", None)
+
+
+def output_uri_for(settings: RunSettings, relative_path: str) -> str:
+    if settings.output_format:
+        stem = posixpath.splitext(relative_path)[0]
+        relative_path = stem + imageio.extension_for(imageio.FORMAT_NAMES[settings.output_format])
+    return storage.join(settings.out, relative_path)
+
+
+def restore_item(item: Item, context: Context) -> dict[str, Any]:
+    """Process one item end to end and return its manifest row; errors become the row."""
+    started = datetime.now(UTC)
+    clock = time.perf_counter()
+    row = manifest.empty_row() | {
+        "item_id": item.item_id,
+        "relative_path": item.relative_path,
+        "image_uri": item.image_uri,
+        "mask_uri": item.mask_uri,
+        "input_fingerprint": item.input_fingerprint,
+        "method": context.settings.method,
+        "params": context.params,
+        "worker": context.worker,
+        "device": context.device,
+        "model": context.model,
+        "weights_sha256": context.weights_sha256,
+        "started_at": started,
+    }
+    try:
+        if item.problem:
+            raise MaskError(item.problem)
+        row |= _restore(item, context)
+    except Exception as error:
+        row |= {"status": "failed", "error": _describe(error), "error_kind": error_kind(error),
+                "output_uri": None}
+    row["seconds"] = time.perf_counter() - clock
+    row["finished_at"] = datetime.now(UTC)
+    return row
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"
+
+
+def _restore(item: Item, context: Context) -> dict[str, Any]:
+    settings = context.settings
+    image_fs, image_path = storage.filesystem(item.image_uri, settings.storage_options)
+    image_bytes = storage.read_bytes(image_fs, image_path)
+    mask_bytes = _read_mask(item, settings)
+    photo = imageio.decode(image_bytes, settings.max_pixels)
+    mask = decode_mask(mask_bytes, (photo.height, photo.width), settings.invert_mask,
+                       settings.resize_masks, settings.max_pixels)
+    facts = {
+        "input_sha256": hashlib.sha256(image_bytes + mask_bytes).hexdigest(),
+        "width": photo.width,
+        "height": photo.height,
+        "hole_fraction": hole_fraction(mask),
+        "input_bytes": len(image_bytes),
+    }
+    output_uri = output_uri_for(settings, item.relative_path)
+    if not mask.any():
+        data = _unchanged_bytes(photo, image_bytes, settings)
+        _write(output_uri, data, settings)
+        return facts | {"status": "skipped", "error": "empty mask: nothing to fill, input copied",
+                        "output_uri": output_uri, "output_bytes": len(data)}
+    result = context.method(photo.pixels, mask)
+    data = imageio.encode(photo, result.pixels, settings.output_format)
+    _write(output_uri, data, settings)
+    return facts | {"status": "ok", "output_uri": output_uri, "output_bytes": len(data),
+                    "iterations": result.iterations, "loss": result.loss}
+
+
+def _read_mask(item: Item, settings: RunSettings) -> bytes:
+    fs, path = storage.filesystem(item.mask_uri, settings.storage_options)
+    try:
+        return storage.read_bytes(fs, path)
+    except FileNotFoundError:
+        raise MaskError(f"mask not found: {item.mask_uri}") from None
+
+
+def _unchanged_bytes(photo: imageio.Photo, original: bytes, settings: RunSettings) -> bytes:
+    if settings.output_format and imageio.FORMAT_NAMES[settings.output_format] != photo.format:
+        return imageio.encode(photo, photo.pixels, settings.output_format)
+    return original
+
+
+def _write(uri: str, data: bytes, settings: RunSettings) -> None:
+    fs, path = storage.filesystem(uri, settings.storage_options)
+    storage.write_atomic(fs, path, data)
+
+
+def restorer_class(settings: RunSettings, params: str) -> type:
+    """The Ray Data callable class for one run: one instance per actor.
+
+    Settings are baked into the class rather than passed as constructor arguments, which
+    Ray would keep in the object store where a restarted actor might not find them.
+    """
+    settings_json = settings.model_dump_json()
+
+    class Restorer:
+        def __init__(self):
+            run_settings = RunSettings.model_validate_json(settings_json)
+            device = choose_device(run_settings.gpus_per_worker)
+            self.context = Context(run_settings, params, device)
+            limit_threads(run_settings.cpus_per_worker)
+
+        def __call__(self, batch):
+            items = [Item(**{f: record[f] for f in ITEM_FIELDS}) for record in batch.to_pylist()]
+            return manifest.to_table([restore_item(item, self.context) for item in items])
+
+    return Restorer
