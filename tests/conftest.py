@@ -1,0 +1,43 @@
+"""Shared fixtures: a small real archive built on the fly from scikit-image's photos."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data
+
+from pipeline.masks import synthetic_mask
+
+
+def save(array: np.ndarray, path: Path, **options) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path, **options)
+    return path
+
+
+def save_mask(mask: np.ndarray, path: Path) -> Path:
+    return save(mask.astype(np.uint8) * 255, path)
+
+
+def small_photo(name: str = "chelsea", size: int = 96) -> np.ndarray:
+    """A real photo, shrunk so tests stay fast."""
+    photo = Image.fromarray(getattr(data, name)())
+    photo.thumbnail((size, size))
+    return np.asarray(photo)
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> dict[str, Path]:
+    """images/ and masks/ with three photos in nested folders, each with a strokes mask."""
+    images, masks = tmp_path / "images", tmp_path / "masks"
+    for index, (relative, name) in enumerate(
+        [("a/chelsea.jpg", "chelsea"), ("a/b/coffee.png", "coffee"), ("rocket.png", "rocket")]
+    ):
+        photo = small_photo(name)
+        save(photo, images / relative, **({"quality": 92} if relative.endswith("jpg") else {}))
+        hole = synthetic_mask("strokes", photo.shape[0], photo.shape[1], seed=index)
+        save_mask(hole, (masks / relative).with_suffix(".png"))
+    return {"root": tmp_path, "images": images, "masks": masks, "out": tmp_path / "out"}
