@@ -215,6 +215,32 @@ def methods_command() -> None:
         out.print(f"{name}: {params}", highlight=False, markup=False)
 
 
+@app.command("report")
+def report_command(
+    manifest_uri: Annotated[str, typer.Argument(help="Manifest folder (OUT/_manifest); any "
+                                                     "fsspec URI.")],
+    out: Annotated[str | None, typer.Option(help="Report folder (default: the manifest's "
+                                                 "sibling _report).")] = None,
+    sample: Annotated[int, typer.Option(min=0, help="Items in the gallery.")] = 48,
+    run: Annotated[str | None, typer.Option("--run", help="Run to report (default: the "
+                                                          "latest).")] = None,
+    storage_options: Annotated[str | None, typer.Option(help="JSON passed to fsspec.")] = None,
+) -> None:
+    """Write a static HTML report (summary, charts, gallery, failures) of one run.
+
+    Example: inpaint report restored/_manifest --out restored/_report --sample 24
+    """
+    from pipeline import report
+
+    try:
+        index = report.build(manifest_uri, out or report.default_out(manifest_uri), run_id=run,
+                             storage_options=parse_storage_options(storage_options),
+                             sample=sample)
+    except report.ReportError as error:
+        fail_usage(str(error))
+    Console().print(f"report: {index}", highlight=False, markup=False)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     app()
