@@ -8,31 +8,33 @@ ICC profile and DPI. Pixel limits are checked from the header, before decoding.
 from __future__ import annotations
 
 import io
-import warnings
+import struct
+import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
+import tifffile
 from PIL import Image, JpegImagePlugin
+
+# Pillow's own bomb guard refuses above 2 x 89 MP whatever --max-pixels says; the limit
+# is ours to set, and `open_checked` enforces it from the header for every format.
+Image.MAX_IMAGE_PIXELS = None
 
 FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "webp": "WEBP"}
 EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
-# The transpose that shows each EXIF orientation upright (as ImageOps.exif_transpose does),
-# and its inverse for the way back to the original's pixel layout.
-_TO_DISPLAY = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-_FROM_DISPLAY = {
-    **_TO_DISPLAY,
-    6: Image.Transpose.ROTATE_90,
-    8: Image.Transpose.ROTATE_270,
-}
+ORIENTATION_TAG = 0x0112
+# Baseline TIFF tags that describe the photo rather than its storage; they are copied to
+# a restored TIFF (storage tags such as strip offsets are the encoder's business).
+TIFF_DESCRIPTIVE_TAGS = (269, 270, 271, 272, 274, 285, 305, 306, 315, 316, 33432)
+# Pillow's TIFF compression names, as tifffile spells them (for 16-bit colour TIFFs).
+TIFFFILE_COMPRESSION = {"raw": None, "tiff_lzw": "lzw", "tiff_adobe_deflate": "zlib",
+                        "tiff_deflate": "zlib", "packbits": "packbits", "tiff_zstd": "zstd"}
+# Camera JPEGs with a preview image open as MPO; the restored photo is their first frame.
+FORMAT_ALIASES = {"MPO": "JPEG"}
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_EXIF_HEADER = b"Exif\x00\x00"
 
 
 class ImageDecodeError(ValueError):
@@ -41,13 +43,20 @@ class ImageDecodeError(ValueError):
 
 @dataclass
 class Photo:
-    """Pixels as displayed (HxW or HxWxC, uint8 or uint16) plus what encoding needs back."""
+    """Pixels as displayed (HxW or HxWxC, uint8 or uint16) plus what encoding needs back.
+
+    `source` holds the original samples (displayed orientation) of modes whose working
+    form is not a lossless view of them (palette indices, CMYK): encoding keeps those
+    samples wherever the method left a pixel as it was.
+    """
 
     pixels: np.ndarray
     format: str
     mode: str
     orientation: int = 1
     save_options: dict[str, Any] = field(default_factory=dict)
+    source: np.ndarray | None = None
+    palette: list[int] | None = None
 
     @property
     def height(self) -> int:
@@ -63,11 +72,7 @@ def open_checked(data: bytes, max_pixels: int) -> Image.Image:
     if not data:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except Image.DecompressionBombError as error:
-        raise ImageDecodeError(f"refused: {error}") from None
+        image = Image.open(io.BytesIO(data))
     except Exception as error:
         raise ImageDecodeError(f"not a readable image: {error}") from None
     pixels = image.width * image.height
@@ -81,69 +86,165 @@ def open_checked(data: bytes, max_pixels: int) -> Image.Image:
 
 def decode(data: bytes, max_pixels: int) -> Photo:
     image = open_checked(data, max_pixels)
+    deep = is_deep_colour(image)  # before anything loads the pixels and drops the tiles
+    orientation = _orientation(image)
+    image_format = FORMAT_ALIASES.get(image.format, image.format) or "PNG"
+    options = _save_options(image, image_format, data)
+    if deep:
+        stored = _decode_deep(data, image_format)
+        return Photo(orient(stored, orientation), image_format, image.mode, orientation, options)
     try:
         image.load()
     except Exception as error:
         raise ImageDecodeError(f"cannot decode image data: {error}") from None
-    orientation = int(image.getexif().get(0x0112, 1) or 1)
-    save_options = _save_options(image)
-    source_mode = image.mode
-    working = _working_mode(image)
-    displayed = working.transpose(_TO_DISPLAY[orientation]) if orientation in _TO_DISPLAY else working
-    pixels = _to_array(displayed)
-    return Photo(pixels, image.format or "PNG", source_mode, orientation, save_options)
+    working, source, palette = _working_arrays(image)
+    if not _pillow_oriented(image, orientation):
+        working = orient(working, orientation)
+        source = orient(source, orientation) if source is not None else None
+    return Photo(working, image_format, image.mode, orientation, options, source, palette)
 
 
-def _working_mode(image: Image.Image) -> Image.Image:
-    """Bring exotic modes to one a method can fill: L, I;16, RGB or RGBA."""
-    if image.mode in ("L", "RGB", "RGBA", "I;16"):
-        return image
-    if image.mode == "P":
-        return image.convert("RGBA" if "transparency" in image.info else "RGB")
-    if image.mode in ("I", "I;16B", "I;16L"):
-        return Image.fromarray(np.asarray(image).astype(np.uint16))
-    if image.mode in ("LA", "PA"):
-        return image.convert("RGBA")
-    if image.mode == "1":
-        return image.convert("L")
-    return image.convert("RGB")
+def _orientation(image: Image.Image) -> int:
+    try:
+        value = int(image.getexif().get(ORIENTATION_TAG, 1) or 1)
+    except Exception:
+        return 1  # a broken EXIF block is no reason to refuse the photo
+    return value if 1 <= value <= 8 else 1
 
 
-def _to_array(image: Image.Image) -> np.ndarray:
-    array = np.asarray(image)
-    if image.mode == "I;16":
-        array = array.astype(np.uint16)
+def _pillow_oriented(image: Image.Image, orientation: int) -> bool:
+    """Pillow >= 11 applies a TIFF's orientation itself on load and drops the tag then."""
+    tags = getattr(image, "tag_v2", None)
+    return orientation != 1 and tags is not None and ORIENTATION_TAG not in tags
+
+
+def orient(array: np.ndarray, orientation: int, inverse: bool = False) -> np.ndarray:
+    """Turn stored pixels into displayed ones per the EXIF orientation (or back)."""
+    if orientation in (6, 8) and inverse:
+        orientation = 14 - orientation  # a quarter turn's inverse is the other quarter turn
+    if orientation == 2:
+        array = array[:, ::-1]
+    elif orientation == 3:
+        array = array[::-1, ::-1]
+    elif orientation == 4:
+        array = array[::-1]
+    elif orientation == 5:
+        array = array.swapaxes(0, 1)
+    elif orientation == 6:
+        array = np.rot90(array, -1)
+    elif orientation == 7:
+        array = np.rot90(array, 2).swapaxes(0, 1)
+    elif orientation == 8:
+        array = np.rot90(array, 1)
     return np.ascontiguousarray(array)
 
 
-def _save_options(image: Image.Image) -> dict[str, Any]:
+def is_deep_colour(image: Image.Image) -> bool:
+    """16 bits per channel colour, which Pillow would silently cut to 8 bits."""
+    if image.mode not in ("RGB", "RGBA") or not image.tile:
+        return False
+    args = image.tile[0].args
+    rawmode = args if isinstance(args, str) else (args[0] if args else "")
+    return isinstance(rawmode, str) and ";16" in rawmode
+
+
+def _decode_deep(data: bytes, image_format: str | None) -> np.ndarray:
+    try:
+        if image_format == "TIFF":
+            array = tifffile.imread(io.BytesIO(data), key=0)
+        else:
+            array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+            if array is None:
+                raise ValueError("OpenCV could not decode it")
+            code = cv2.COLOR_BGRA2RGBA if array.shape[2] == 4 else cv2.COLOR_BGR2RGB
+            array = cv2.cvtColor(array, code)  # OpenCV decodes to BGR order
+    except Exception as error:
+        raise ImageDecodeError(f"cannot decode 16-bit image data: {error}") from None
+    if array.dtype != np.uint16 or array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise ImageDecodeError(f"unsupported 16-bit layout {array.dtype} {array.shape}")
+    return np.ascontiguousarray(array)
+
+
+def _working_arrays(image: Image.Image) -> tuple[np.ndarray, np.ndarray | None, list | None]:
+    """The array a method can fill (L, I;16, RGB or RGBA), plus the original samples and
+    palette where that array is not a lossless view of them."""
+    mode = image.mode
+    if mode in ("L", "RGB", "RGBA"):
+        return np.asarray(image), None, None
+    if mode.startswith("I;16"):
+        return np.asarray(image).astype(np.uint16), None, None
+    if mode == "I":
+        values = np.asarray(image)
+        if values.min() < 0 or values.max() > 65535:
+            raise ImageDecodeError("32-bit integer images beyond 16-bit range are not supported")
+        return values.astype(np.uint16), None, None
+    if mode == "F":
+        raise ImageDecodeError("floating-point images are not supported")
+    if mode == "P" and "transparency" not in image.info:
+        return np.asarray(image.convert("RGB")), np.asarray(image), image.getpalette()
+    if mode == "CMYK":
+        return np.asarray(image.convert("RGB")), np.asarray(image), None
+    if mode in ("LA", "La", "PA", "P", "RGBa"):
+        return np.asarray(image.convert("RGBA")), None, None
+    if mode == "1":
+        return np.asarray(image.convert("L")), None, None
+    return np.asarray(image.convert("RGB")), None, None
+
+
+def _save_options(image: Image.Image, image_format: str, data: bytes) -> dict[str, Any]:
     options: dict[str, Any] = {}
     for key in ("icc_profile", "dpi", "exif"):
         if image.info.get(key):
             options[key] = image.info[key]
-    if image.format == "JPEG":
+    if image_format == "JPEG":
         # Re-encode with the original quantization tables and subsampling, as
         # Pillow's quality="keep" does, so archives keep their size and quality.
         options["qtables"] = image.quantization
         sampling = JpegImagePlugin.get_sampling(image)
         if sampling != -1:
             options["subsampling"] = sampling
-    if image.format == "WEBP":
-        options["lossless"] = bool(image.info.get("lossless", False))
-    if image.format == "TIFF" and image.info.get("compression"):
-        options["compression"] = image.info["compression"]
+        if image.info.get("progressive"):
+            options["progressive"] = True
+    if image_format == "WEBP":
+        options["lossless"] = is_lossless_webp(data)
+        if not options["lossless"]:
+            options["quality"] = 90
+    if image_format == "TIFF":
+        options.pop("exif", None)  # a TIFF's EXIF is its own tags: see tiffinfo
+        options["compression"] = image.info.get("compression", "raw")
+        options["tiffinfo"] = {tag: image.tag_v2[tag] for tag in TIFF_DESCRIPTIVE_TAGS
+                               if tag in image.tag_v2}
     return options
+
+
+def is_lossless_webp(data: bytes) -> bool:
+    """Walk the RIFF chunks: a VP8L image chunk means lossless, VP8 lossy."""
+    position = 12
+    while position + 8 <= len(data):
+        name = data[position:position + 4]
+        if name in (b"VP8L", b"VP8 "):
+            return name == b"VP8L"
+        size = struct.unpack("<I", data[position + 4:position + 8])[0]
+        position += 8 + size + (size & 1)
+    return False
 
 
 def encode(photo: Photo, pixels: np.ndarray, output_format: str | None = None) -> bytes:
     """Encode restored pixels in the original's layout, format and metadata."""
     target = FORMAT_NAMES[output_format] if output_format else photo.format
-    image = Image.fromarray(pixels)
-    if photo.orientation in _FROM_DISPLAY:
-        image = image.transpose(_FROM_DISPLAY[photo.orientation])
-    options = dict(photo.save_options) if target == photo.format else _portable(photo)
-    if target == "JPEG" and image.mode == "RGBA":
+    if target == "JPEG" and pixels.ndim == 3 and pixels.shape[2] == 4:
         raise ImageDecodeError("JPEG cannot store an alpha channel; use --format png")
+    options = dict(photo.save_options) if target == photo.format else _portable(photo, target)
+    array, mode = _back_to_source(photo, pixels, target)
+    array = orient(array, photo.orientation, inverse=True)
+    if array.dtype == np.uint16 and array.ndim == 3:
+        if target == "TIFF":
+            return _encode_deep_tiff(array, options)
+        if target == "PNG":
+            return _encode_deep_png(array, options)
+    if array.dtype == np.uint16 and target in ("JPEG", "WEBP"):
+        array = to_8bit(array)  # neither format holds 16 bits
+    image = _to_image(array, mode, photo.palette)
     if target == "WEBP" and "lossless" not in options:
         options["lossless"] = True
     buffer = io.BytesIO()
@@ -151,8 +252,119 @@ def encode(photo: Photo, pixels: np.ndarray, output_format: str | None = None) -
     return buffer.getvalue()
 
 
-def _portable(photo: Photo) -> dict[str, Any]:
-    return {k: v for k, v in photo.save_options.items() if k in ("icc_profile", "dpi", "exif")}
+def _back_to_source(photo: Photo, pixels: np.ndarray, target: str) -> tuple[np.ndarray, str]:
+    """Return the array to encode and its Pillow mode, back in the original's mode where
+    the target format can hold it; original samples are kept wherever the fill did not
+    change the pixel."""
+    changed = pixels != photo.pixels
+    changed = changed.any(axis=2) if changed.ndim == 3 else changed
+    if photo.mode == "P" and photo.source is not None and target in ("PNG", "TIFF"):
+        indices = photo.source.copy()
+        indices[changed] = nearest_palette_index(pixels[changed], photo.palette)
+        return indices, "P"
+    if photo.mode == "CMYK" and photo.source is not None and target in ("JPEG", "TIFF"):
+        samples = photo.source.copy()
+        if not changed.any():
+            return samples, "CMYK"
+        filled = Image.fromarray(np.ascontiguousarray(pixels[changed][None]))
+        samples[changed] = np.asarray(filled.convert("CMYK"))[0]
+        return samples, "CMYK"
+    if photo.mode in ("LA", "La") and target in ("PNG", "TIFF", "WEBP"):
+        return pixels, "LA"
+    if photo.mode == "1" and target in ("PNG", "TIFF"):
+        return pixels, "1"
+    return pixels, ""
+
+
+def nearest_palette_index(colours: np.ndarray, palette: list[int]) -> np.ndarray:
+    """Index of the nearest palette entry (RGB distance) for each colour, no dithering."""
+    entries = np.asarray(palette, np.int32).reshape(-1, 3)
+    distances = ((colours[:, None, :].astype(np.int32) - entries[None]) ** 2).sum(axis=2)
+    return distances.argmin(axis=1).astype(np.uint8)
+
+
+def _to_image(array: np.ndarray, mode: str, palette: list[int] | None) -> Image.Image:
+    if mode == "P":
+        image = Image.frombytes("P", (array.shape[1], array.shape[0]), array.tobytes())
+        image.putpalette(palette)
+        return image
+    if mode == "CMYK":
+        return Image.frombytes("CMYK", (array.shape[1], array.shape[0]), array.tobytes())
+    image = Image.fromarray(array)
+    if mode == "LA":
+        return image.convert("LA")  # gray pixels convert back exactly (weights sum to 1)
+    if mode == "1":
+        return image.convert("1", dither=Image.Dither.NONE)
+    return image
+
+
+def to_8bit(array: np.ndarray) -> np.ndarray:
+    """16 to 8 bits with rounding (65535 -> 255)."""
+    return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+
+
+def _encode_deep_tiff(array: np.ndarray, options: dict[str, Any]) -> bytes:
+    compression = TIFFFILE_COMPRESSION.get(options.get("compression", "raw"), "zlib")
+    extratags = [_tiff_tag(tag, value) for tag, value in options.get("tiffinfo", {}).items()]
+    dpi = options.get("dpi")
+    buffer = io.BytesIO()
+    tifffile.imwrite(
+        buffer, array, photometric="rgb", compression=compression,
+        predictor=compression in ("lzw", "zlib", "zstd") or None,
+        extrasamples=("unassalpha",) if array.shape[2] == 4 else None,
+        iccprofile=options.get("icc_profile"),
+        resolution=tuple(dpi) if dpi else None, resolutionunit="INCH" if dpi else None,
+        extratags=[tag for tag in extratags if tag], metadata=None,
+    )
+    return buffer.getvalue()
+
+
+def _tiff_tag(tag: int, value: Any) -> tuple | None:
+    if isinstance(value, str):
+        return (tag, "s", 0, value, True)
+    if isinstance(value, int):
+        return (tag, "H", 1, value, True)
+    return None  # rational or multi-valued descriptive tags are rare; not carried
+
+
+def _encode_deep_png(array: np.ndarray, options: dict[str, Any]) -> bytes:
+    code = cv2.COLOR_RGBA2BGRA if array.shape[2] == 4 else cv2.COLOR_RGB2BGR
+    ok, encoded = cv2.imencode(".png", cv2.cvtColor(array, code))
+    if not ok:
+        raise ImageDecodeError("OpenCV could not encode the 16-bit PNG")
+    return _add_png_chunks(encoded.tobytes(), options)
+
+
+def _add_png_chunks(png: bytes, options: dict[str, Any]) -> bytes:
+    """Insert the metadata OpenCV does not write (ICC, DPI, EXIF) right after IHDR."""
+    chunks = []
+    if options.get("icc_profile"):
+        chunks.append(_png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(options["icc_profile"])))
+    if options.get("dpi"):
+        per_metre = [round(d / 0.0254) for d in options["dpi"]]
+        chunks.append(_png_chunk(b"pHYs", struct.pack(">IIB", *per_metre, 1)))
+    if options.get("exif"):
+        chunks.append(_png_chunk(b"eXIf", options["exif"].removeprefix(_EXIF_HEADER)))
+    header_end = len(_PNG_SIGNATURE) + 8 + 13 + 4  # signature, IHDR length+type, data, CRC
+    return png[:header_end] + b"".join(chunks) + png[header_end:]
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _portable(photo: Photo, target: str) -> dict[str, Any]:
+    """Metadata that survives a change of format (--format)."""
+    options = {k: v for k, v in photo.save_options.items() if k in ("icc_profile", "dpi", "exif")}
+    if target == "TIFF":
+        orientation = {ORIENTATION_TAG: photo.orientation} if photo.orientation != 1 else {}
+        options.pop("exif", None)
+        options["tiffinfo"] = orientation
+    elif photo.format == "TIFF" and photo.orientation != 1:
+        exif = Image.Exif()
+        exif[ORIENTATION_TAG] = photo.orientation
+        options["exif"] = exif.tobytes()
+    return options
 
 
 def extension_for(photo_format: str) -> str:

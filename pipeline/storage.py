@@ -47,7 +47,13 @@ class StorageError(RuntimeError):
 
 
 def filesystem(uri: str, storage_options: dict[str, Any] | None = None):
-    """Return `(fs, path)` for a URI; a plain path is a local path."""
+    """Return `(fs, path)` for a URI; a plain path is a local path.
+
+    For `s3://`, botocore itself reads the endpoint from `AWS_ENDPOINT_URL` (or
+    `AWS_ENDPOINT_URL_S3`) and credentials from its standard chain, in every process,
+    Ray workers included; `storage_options` (e.g. `{"endpoint_url": ...}`) override it.
+    Listings (`fs.find`) are paged by the backend: s3fs asks for 1,000 keys per request.
+    """
     fs, path = fsspec.core.url_to_fs(uri, **(storage_options or {}))
     return fs, path
 
@@ -74,13 +80,21 @@ def is_transient(error: BaseException) -> bool:
 
 
 def with_retries(operation: Callable[[], T], what: str, attempts: int = RETRY_ATTEMPTS) -> T:
-    """Run `operation`, retrying transient errors with jittered exponential backoff."""
+    """Run `operation`, retrying transient errors with jittered exponential backoff.
+
+    Permanent errors (missing key, denied) are raised as they are, at once; a transient
+    error still there after `attempts` tries becomes a `StorageError` saying so.
+    """
     for attempt in range(1, attempts + 1):
         try:
             return operation()
         except Exception as error:
-            if not is_transient(error) or attempt == attempts:
+            if not is_transient(error):
                 raise
+            if attempt == attempts:
+                raise StorageError(
+                    f"{what}: gave up after {attempts} attempts: {type(error).__name__}: {error}"
+                ) from error
             delay = RETRY_BASE_SECONDS * 2 ** (attempt - 1) * (0.5 + random.random())
             log.warning("%s: transient error (%s), retry %d in %.1fs", what, error, attempt, delay)
             time.sleep(delay)
