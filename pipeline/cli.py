@@ -7,10 +7,13 @@ skipped, 1 some item failed, 2 a usage or configuration error found before any w
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import sys
 import time
+import typing
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
@@ -239,6 +242,191 @@ def report_command(
     except report.ReportError as error:
         fail_usage(str(error))
     Console().print(f"report: {index}", highlight=False, markup=False)
+
+
+# Cluster jobs. `submit` takes `run`'s options, declared once in run_command: the signature
+# below copies them, each made optional (None = not given, keep the spec's value).
+def _run_options_as_optional() -> list[inspect.Parameter]:
+    settings = set(RunSettings.model_fields) - {"address"}  # submit's --address: the Jobs API
+    params = []
+    for name, param in inspect.signature(run_command, eval_str=True).parameters.items():
+        if name not in settings | {"param", "storage_options"}:
+            continue
+        kind, info = typing.get_args(param.annotation)
+        if isinstance(info, typer.models.ArgumentInfo):  # run's IMAGES argument
+            info = typer.Option(f"--{name}", help=info.help)
+        params.append(param.replace(annotation=Annotated[kind | None, info], default=None))
+    return params
+
+
+def given_run_fields(options: dict[str, Any]) -> dict[str, Any]:
+    """`run` options given on the command line, as RunSettings fields."""
+    fields = {name: value for name, value in options.items() if value not in (None, [], ())}
+    if "param" in fields:
+        fields["method_params"] = parse_params(fields.pop("param"))
+    if "storage_options" in fields:
+        fields["storage_options"] = parse_storage_options(fields["storage_options"])
+    return fields
+
+
+AddressOption = Annotated[str | None, typer.Option(
+    "--address", help="Jobs API of the cluster, e.g. http://127.0.0.1:8265 through `ray "
+                      "dashboard cluster.yaml` (default: RAY_API_SERVER_ADDRESS, RAY_ADDRESS, "
+                      "http://127.0.0.1:8265). Token: RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or "
+                      "~/.ray/auth_token.")]
+JobArgument = Annotated[str, typer.Argument(help="Job (submission) id, as `inpaint jobs` "
+                                                 "lists it.")]
+
+
+def _cluster(address: str | None):
+    from pipeline.cluster import Cluster
+
+    return Cluster(address)
+
+
+def submit_command(**options: Any) -> None:
+    """Submit a restore to a Ray cluster as a Ray job, and print the job id.
+
+    SPEC is a YAML job spec (jobs/*.yaml); the options of `inpaint run` given here replace
+    its values. A spec with a `schedule` gets the submission id NAME-SLOT, so a retried cron
+    submission starts nothing new and reports the job it started before. --wait follows the
+    logs, then exits 0 if the job succeeded, 1 if items failed, 2 on a configuration error,
+    3 if it was stopped.
+
+    Example: inpaint submit jobs/restore-archive.yaml --address http://127.0.0.1:8265 --wait
+    """
+    from pipeline import jobspec
+
+    spec_path, address = options.pop("spec"), options.pop("address")
+    wait, submission_id = options.pop("wait"), options.pop("submission_id")
+    try:
+        overrides = given_run_fields(options)
+        spec = (jobspec.load(spec_path, overrides) if spec_path
+                else jobspec.parse("", "command line", overrides))
+        target = _cluster(address)
+        submitted = target.submit(spec, submission_id)
+        if submitted.created:
+            err.print(f"submitted {submitted.job_id}; follow it with `inpaint logs "
+                      f"{submitted.job_id} --follow`", highlight=False, markup=False)
+        else:
+            err.print(f"{submitted.job_id} was submitted before ({submitted.status}); nothing "
+                      "new started", highlight=False, markup=False)
+        typer.echo(submitted.job_id)
+        if wait:
+            _follow_to_exit(target, submitted.job_id)
+    except UsageError as error:
+        fail_usage(str(error))
+
+
+submit_command.__signature__ = inspect.Signature([
+    inspect.Parameter("spec", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                      annotation=Annotated[str | None, typer.Argument(
+                          help="YAML job spec (jobs/restore-archive.yaml); optional when "
+                               "--images and --out are given.")]),
+    *_run_options_as_optional(),
+    inspect.Parameter("address", inspect.Parameter.KEYWORD_ONLY, default=None,
+                      annotation=AddressOption),
+    inspect.Parameter("wait", inspect.Parameter.KEYWORD_ONLY, default=False,
+                      annotation=Annotated[bool, typer.Option(
+                          help="Follow the logs; exit with the job's outcome.")]),
+    inspect.Parameter("submission_id", inspect.Parameter.KEYWORD_ONLY, default=None,
+                      annotation=Annotated[str | None, typer.Option(
+                          help="Job id to use (default: NAME-SLOT for a scheduled spec, "
+                               "else NAME-TIME-RANDOM); an id used before starts nothing.")]),
+])
+app.command("submit")(submit_command)
+
+
+def _follow_to_exit(target, job_id: str) -> None:
+    from pipeline.cluster import exit_code
+
+    info = target.follow(job_id, write=lambda text: print(text, end="", flush=True))
+    err.print(f"job {job_id}: {info.status}" + (f": {info.message}" if info.message else ""),
+              highlight=False, markup=False)
+    raise typer.Exit(exit_code(info))
+
+
+def _when(epoch_ms: int | None) -> str:
+    if not epoch_ms:
+        return "-"
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+@app.command("status")
+def status_command(job: JobArgument, address: AddressOption = None) -> None:
+    """Show a cluster job's status, start and end times, and Ray's message.
+
+    Example: inpaint status restore-archive-20261125T0300Z --address http://127.0.0.1:8265
+    """
+    try:
+        info = _cluster(address).info(job)
+    except UsageError as error:
+        fail_usage(str(error))
+    Console().print(f"{job}: {info.status}\nstarted: {_when(info.start_time)} UTC\n"
+                    f"ended: {_when(info.end_time)} UTC\nmessage: {info.message or '-'}",
+                    highlight=False, markup=False)
+
+
+@app.command("logs")
+def logs_command(
+    job: JobArgument,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Stream until the job ends; "
+                                                                "exit with its outcome.")] =
+        False,
+    address: AddressOption = None,
+) -> None:
+    """Print a cluster job's logs (its driver's output).
+
+    Example: inpaint logs restore-archive-20261125T0300Z --follow
+    """
+    try:
+        target = _cluster(address)
+        if follow:
+            _follow_to_exit(target, job)
+        print(target.logs(job), end="")
+    except UsageError as error:
+        fail_usage(str(error))
+
+
+@app.command("stop")
+def stop_command(job: JobArgument, address: AddressOption = None) -> None:
+    """Stop a running cluster job (its actors and their tasks end with it).
+
+    Example: inpaint stop restore-archive-20261125T0300Z --address http://127.0.0.1:8265
+    """
+    try:
+        target = _cluster(address)
+        if target.stop(job):
+            err.print(f"stop requested for {job}", highlight=False, markup=False)
+        else:
+            err.print(f"{job} had already ended ({target.info(job).status})", highlight=False,
+                      markup=False)
+    except UsageError as error:
+        fail_usage(str(error))
+
+
+@app.command("jobs")
+def jobs_command(
+    address: AddressOption = None,
+    limit: Annotated[int, typer.Option(min=1, help="Show at most N, newest first.")] = 20,
+) -> None:
+    """List the cluster's submitted jobs: id, spec, status, start and end (UTC).
+
+    Example: inpaint jobs --address http://127.0.0.1:8265
+    """
+    from rich.table import Table
+
+    try:
+        jobs = _cluster(address).jobs()[:limit]
+    except UsageError as error:
+        fail_usage(str(error))
+    table = Table("job", "spec", "status", "started (UTC)", "ended (UTC)", "message",
+                  box=None, highlight=False)
+    for job in jobs:
+        table.add_row(job.submission_id, (job.metadata or {}).get("inpaint_spec", "-"),
+                      str(job.status), _when(job.start_time), _when(job.end_time),
+                      (job.message or "")[:60])
+    Console(width=200).print(table)
 
 
 def main() -> None:

@@ -1,0 +1,1 @@
+"""Ray job entrypoints and example job specs (`python -m jobs.restore --spec jobs/…yaml`)."""

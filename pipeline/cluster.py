@@ -1,0 +1,226 @@
+"""Restores as Ray jobs: a thin layer over Ray's Jobs API (`JobSubmissionClient`).
+
+Submits `python -m jobs.restore` with the project as the job's working_dir, and watches,
+lists and stops jobs. The Ray auth token is read from Ray's standard places and never shown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shlex
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pipeline.discover import UsageError
+from pipeline.jobspec import JobSpec
+from pipeline.runner import new_run_id
+
+# Paths of the checkout the cluster never needs; .gitignore'd paths are skipped by Ray itself.
+UPLOAD_EXCLUDES = [".git", ".venv", "tests", "benchmarks", "docs", "deploy", "restored",
+                   "**/__pycache__", "*.egg-info", ".ruff_cache", ".pytest_cache"]
+EXIT_STOPPED = 3
+TOKEN_HELP = ("set RAY_AUTH_TOKEN, point RAY_AUTH_TOKEN_PATH at a file holding it, or put it "
+              "in ~/.ray/auth_token (on the head node, `ray get-auth-token` prints it)")
+
+
+class ClusterError(UsageError):
+    """The cluster could not be reached, refused us, or has no such job."""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    job_id: str
+    created: bool
+    status: str
+
+
+def token_source() -> str | None:
+    """Where Ray would read the auth token from (a name, never the token itself)."""
+    if os.environ.get("RAY_AUTH_TOKEN"):
+        return "RAY_AUTH_TOKEN"
+    if os.environ.get("RAY_AUTH_TOKEN_PATH"):
+        return os.environ["RAY_AUTH_TOKEN_PATH"]
+    default = Path.home() / ".ray" / "auth_token"
+    return str(default) if default.is_file() else None
+
+
+def auth_headers() -> dict[str, str]:
+    """The token as an HTTP header, read by Ray's own loader from Ray's standard places.
+
+    Ray 2.60's client attaches it only when RAY_AUTH_MODE=token is set on the *client*
+    machine, which a laptop talking to a remote cluster rarely has; so we pass it ourselves.
+    """
+    from ray._raylet import AuthenticationTokenLoader
+    from ray.exceptions import AuthenticationError
+
+    loader = AuthenticationTokenLoader.instance()
+    loader.reset_cache()  # the environment may have changed since the last call
+    try:
+        return loader.get_token_for_http_header(ignore_auth_mode=True)
+    except AuthenticationError as error:  # e.g. RAY_AUTH_TOKEN_PATH names a missing file
+        raise ClusterError(f"cannot read the Ray auth token: {error.message}") from None
+
+
+@contextlib.contextmanager
+def _plain_errors(address: str | None) -> Iterator[None]:
+    """Turn the Jobs API's exceptions into one readable line (never with the token)."""
+    from ray.exceptions import AuthenticationError
+
+    where = address or os.environ.get("RAY_API_SERVER_ADDRESS") or os.environ.get(
+        "RAY_ADDRESS") or "http://127.0.0.1:8265"
+    try:
+        yield
+    except AuthenticationError as error:
+        if str(error).startswith("Authentication failed"):
+            raise ClusterError(f"the cluster at {where} rejected the Ray auth token read from "
+                               f"{token_source()}; use the token of that cluster ("
+                               f"{TOKEN_HELP})") from None
+        raise ClusterError(f"the cluster at {where} requires a Ray auth token and none was "
+                           f"found: {TOKEN_HELP}") from None
+    except ConnectionError:
+        raise ClusterError(f"cannot reach the Ray Jobs API at {where}: is the cluster up, and "
+                           "for a remote one is `ray dashboard cluster.yaml` (its SSH tunnel) "
+                           "running?") from None
+    except RuntimeError as error:
+        text = str(error)
+        if "status code 404" in text:
+            raise ClusterError(f"no such job on the cluster at {where}: "
+                               f"{text.split(':', 1)[-1].strip()}") from None
+        raise ClusterError(f"the Jobs API at {where} failed: {text}") from None
+
+
+class Cluster:
+    """One Ray cluster's Jobs API, with readable errors."""
+
+    def __init__(self, address: str | None = None):
+        from ray.job_submission import JobSubmissionClient
+
+        self.address = address
+        with _plain_errors(address):
+            self.client = JobSubmissionClient(address, headers=auth_headers())
+
+    def _call(self, method: str, *args, **kwargs):
+        with _plain_errors(self.address):
+            return getattr(self.client, method)(*args, **kwargs)
+
+    def submit(self, spec: JobSpec, submission_id: str | None = None,
+               now: datetime | None = None) -> Submitted:
+        """Submit `spec`; if the submission id was used already, start nothing new.
+
+        The id is `--submission-id`, else derived from the spec's name and schedule slot,
+        so a cron retry of the same slot reports the job it already started.
+        """
+        job_id = submission_id or derive_submission_id(spec, now)
+        existing = self.find(job_id)
+        if existing is not None:
+            return Submitted(job_id, False, str(existing.status))
+        if spec.run_id is None:  # the manifest's run id names the Ray job it came from
+            spec = spec.model_copy(update={"run_id": job_id})
+        try:
+            self._call("submit_job", **submit_request(spec, job_id))
+        except ClusterError as error:
+            if "already exists" not in str(error):  # a retry racing another one
+                raise
+            return Submitted(job_id, False, str(self.info(job_id).status))
+        return Submitted(job_id, True, "PENDING")
+
+    def find(self, job_id: str):
+        try:
+            return self.info(job_id)
+        except ClusterError as error:
+            if "no such job" in str(error):
+                return None
+            raise
+
+    def info(self, job_id: str):
+        return self._call("get_job_info", job_id)
+
+    def logs(self, job_id: str) -> str:
+        return self._call("get_job_logs", job_id)
+
+    def stop(self, job_id: str) -> bool:
+        """Ask the job to stop; False if it had already ended."""
+        return self._call("stop_job", job_id)
+
+    def jobs(self) -> list:
+        """Submitted jobs, newest first."""
+        from ray.job_submission import JobType
+
+        jobs = [job for job in self._call("list_jobs") if job.type == JobType.SUBMISSION]
+        return sorted(jobs, key=lambda job: job.start_time or 0, reverse=True)
+
+    def follow(self, job_id: str, write: Callable[[str], Any]):
+        """Stream the job's logs until it ends; return its final details."""
+
+        async def tail() -> None:
+            async for chunk in self.client.tail_job_logs(job_id):
+                write(chunk)
+
+        self.info(job_id)  # a readable error for an unknown job, before the websocket
+        with _plain_errors(self.address):
+            asyncio.run(tail())
+        return self.wait(job_id)
+
+    def wait(self, job_id: str, poll_seconds: float = 0.5):
+        """The job's details once it has ended (the log stream can close a moment before)."""
+        while True:
+            info = self.info(job_id)
+            if info.status.is_terminal():
+                return info
+            time.sleep(poll_seconds)
+
+
+def derive_submission_id(spec: JobSpec, now: datetime | None = None) -> str:
+    """`NAME-SLOT` for a scheduled spec (one job per slot), `NAME-TIME-RANDOM` otherwise."""
+    slot = spec.schedule_slot(now)
+    return f"{spec.name}-{slot:%Y%m%dT%H%MZ}" if slot else f"{spec.name}-{new_run_id()}"
+
+
+def submit_request(spec: JobSpec, job_id: str) -> dict[str, Any]:
+    """The `JobSubmissionClient.submit_job` arguments for a spec.
+
+    The entrypoint asks for no CPU or GPU of its own: the driver only plans and records, and
+    `gpus_per_worker` reaches the restoring actors through the settings.
+    """
+    payload = spec.model_dump_json(exclude_defaults=True)
+    return {
+        "entrypoint": f"python -m jobs.restore --spec-json {shlex.quote(payload)}",
+        "submission_id": job_id,
+        "runtime_env": runtime_env(),
+        "metadata": {"inpaint_spec": spec.name, "inpaint_schedule": spec.schedule or ""},
+    }
+
+
+def project_root() -> Path | None:
+    """The checkout this package runs from, or None when it is installed as a package."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "jobs").is_dir() else None
+
+
+def runtime_env(root: Path | None = None) -> dict[str, Any]:
+    """Make the project importable on the cluster: the checkout as working_dir (relative
+    paths in specs, like `examples/images`, resolve inside it), else the two packages."""
+    root = root or project_root()
+    if root is not None:
+        return {"working_dir": str(root), "excludes": UPLOAD_EXCLUDES}
+    import jobs
+    import pipeline
+
+    return {"py_modules": [str(Path(pipeline.__file__).parent), str(Path(jobs.__file__).parent)]}
+
+
+def exit_code(info) -> int:
+    """`inpaint run`'s exit status for an ended job: 0 succeeded, 1 items failed (or the job
+    failed for another reason), 2 a usage or configuration error, 3 stopped."""
+    status = str(info.status)
+    if status == "SUCCEEDED":
+        return 0
+    if status == "STOPPED":
+        return EXIT_STOPPED
+    return info.driver_exit_code if info.driver_exit_code in (1, 2) else 1
