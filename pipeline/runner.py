@@ -177,6 +177,7 @@ def connect(settings: RunSettings) -> bool:
 
     if ray.is_initialized():
         return False
+    _quiet_ray_logs()
     quiet = {"log_to_driver": False, "logging_level": logging.WARNING,
              "include_dashboard": False}
     if settings.address:
@@ -187,6 +188,22 @@ def connect(settings: RunSettings) -> bool:
     # The embedded Ray listens on loopback only and keeps Ray's token authentication.
     ray.init(num_cpus=cpus, _node_ip_address="127.0.0.1", **quiet)
     return True
+
+
+def _quiet_ray_logs() -> None:
+    """Keep Ray's chatter off a user's terminal; it stays in Ray's own log files.
+
+    The embedded Ray keeps token authentication (Ray's default since 2.59), so its
+    one-time notice about it is not news to our users.
+    """
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+        logging.ERROR
+    )
+    import ray.data  # noqa: F401  (configures the "ray.data" logger we then tame)
+
+    for handler in logging.getLogger("ray.data").handlers:
+        if not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.ERROR)
 
 
 def restore_items(settings: RunSettings) -> list[dict]:

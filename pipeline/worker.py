@@ -121,8 +121,10 @@ def _restore(item: Item, context: Context) -> dict[str, Any]:
     image_bytes = storage.read_bytes(image_fs, image_path)
     mask_bytes = _read_mask(item, settings)
     photo = imageio.decode(image_bytes, settings.max_pixels)
-    mask = decode_mask(mask_bytes, (photo.height, photo.width), settings.invert_mask,
-                       settings.resize_masks, settings.max_pixels)
+    # One mask for every photo (--mask, the watermark case) is resized to each of them.
+    resize = settings.resize_masks or settings.mask is not None
+    mask = decode_mask(mask_bytes, (photo.height, photo.width), settings.invert_mask, resize,
+                       settings.max_pixels)
     facts = {
         "input_sha256": hashlib.sha256(image_bytes + mask_bytes).hexdigest(),
         "width": photo.width,

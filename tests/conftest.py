@@ -41,3 +41,17 @@ def archive(tmp_path: Path) -> dict[str, Path]:
         hole = synthetic_mask("strokes", photo.shape[0], photo.shape[1], seed=index)
         save_mask(hole, (masks / relative).with_suffix(".png"))
     return {"root": tmp_path, "images": images, "masks": masks, "out": tmp_path / "out"}
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One real local Ray for the session; `pipeline.run` reuses a Ray that is running."""
+    import ray
+
+    from pipeline.runner import _quiet_ray_logs
+
+    _quiet_ray_logs()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,115 @@
+"""One item end to end in-process: every bad input becomes its own manifest row."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.discover import pair
+from pipeline.settings import RunSettings, params_json
+from pipeline.worker import Context, restore_item
+from tests.conftest import save, save_mask
+
+
+def restore_all(archive, **overrides) -> dict[str, dict]:
+    settings = RunSettings(images=str(archive["images"]), masks=str(archive["masks"]),
+                           out=str(archive["out"]), method="telea", **overrides)
+    context = Context(settings, params_json({"test": True}))
+    items = pair(settings.images, settings.masks)
+    return {item.relative_path: restore_item(item, context) for item in items}
+
+
+def test_restores_and_keeps_known_pixels_bit_identical(archive):
+    rows = restore_all(archive)
+    assert {r["status"] for r in rows.values()} == {"ok"}
+    row = rows["a/b/coffee.png"]
+    before = np.asarray(Image.open(archive["images"] / "a/b/coffee.png"))
+    after = np.asarray(Image.open(archive["out"] / "a/b/coffee.png"))
+    mask = np.asarray(Image.open(archive["masks"] / "a/b/coffee.png")) > 127
+    assert (after[~mask] == before[~mask]).all()
+    assert (after[mask] != before[mask]).any()
+    assert row["output_uri"].endswith("out/a/b/coffee.png")
+    assert row["hole_fraction"] == pytest.approx(mask.mean())
+    assert row["width"] == before.shape[1] and row["height"] == before.shape[0]
+    assert len(row["input_sha256"]) == 64 and row["error"] is None
+
+
+def test_corrupt_image_is_a_failed_row(archive):
+    (archive["images"] / "rocket.png").write_bytes(b"\x89PNG but not really")
+    rows = restore_all(archive)
+    assert rows["rocket.png"]["status"] == "failed"
+    assert rows["rocket.png"]["error_kind"] == "decode"
+    assert "not a readable image" in rows["rocket.png"]["error"]
+    assert rows["a/chelsea.jpg"]["status"] == "ok"
+
+
+def test_unreadable_mask_is_a_failed_row(archive):
+    (archive["masks"] / "rocket.png").write_bytes(b"")
+    row = restore_all(archive)["rocket.png"]
+    assert (row["status"], row["error_kind"]) == ("failed", "mask")
+    assert "empty file" in row["error"]
+
+
+def test_mask_of_another_size_fails_unless_resized(archive):
+    save_mask(np.ones((10, 10), bool) & (np.arange(10) < 3), archive["masks"] / "rocket.png")
+    assert "--resize-masks" in restore_all(archive)["rocket.png"]["error"]
+    assert restore_all(archive, resize_masks=True)["rocket.png"]["status"] == "ok"
+
+
+def test_empty_mask_copies_the_input_and_is_skipped(archive):
+    photo = np.asarray(Image.open(archive["images"] / "rocket.png"))
+    save_mask(np.zeros(photo.shape[:2], bool), archive["masks"] / "rocket.png")
+    row = restore_all(archive)["rocket.png"]
+    assert row["status"] == "skipped" and "nothing to fill" in row["error"]
+    assert (archive["out"] / "rocket.png").read_bytes() == (
+        archive["images"] / "rocket.png").read_bytes()
+
+
+def test_all_hole_mask_fails_with_a_clear_reason(archive):
+    photo = np.asarray(Image.open(archive["images"] / "rocket.png"))
+    save_mask(np.ones(photo.shape[:2], bool), archive["masks"] / "rocket.png")
+    row = restore_all(archive)["rocket.png"]
+    assert (row["status"], row["error_kind"]) == ("failed", "all_hole")
+    assert "whole image" in row["error"]
+    assert not (archive["out"] / "rocket.png").exists()
+
+
+def test_missing_mask_is_a_failed_row(archive):
+    (archive["masks"] / "rocket.png").unlink()
+    row = restore_all(archive)["rocket.png"]
+    assert row["status"] == "failed" and "no mask found" in row["error"]
+
+
+def test_inputs_are_never_modified(archive):
+    before = {p: p.read_bytes() for p in archive["root"].rglob("*") if p.is_file()}
+    restore_all(archive)
+    assert all(path.read_bytes() == data for path, data in before.items())
+
+
+@pytest.mark.parametrize("output_format", ["png", "tiff", "webp"])
+def test_format_override_changes_the_extension(archive, output_format):
+    rows = restore_all(archive, output_format=output_format)
+    uri = rows["a/chelsea.jpg"]["output_uri"]
+    assert uri.rsplit(".", 1)[1] in {"png": "png", "tiff": "tif", "webp": "webp"}[output_format]
+    assert Image.open(uri).format == {"png": "PNG", "tiff": "TIFF", "webp": "WEBP"}[
+        output_format]
+
+
+def test_params_are_recorded(archive):
+    row = restore_all(archive)["rocket.png"]
+    assert json.loads(row["params"]) == {"test": True}
+    assert row["method"] == "telea" and row["device"] == "cpu"
+
+
+def test_gray_16_bit_photo(archive):
+    deep = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    save(deep, archive["images"] / "deep.png")
+    hole = np.zeros((64, 64), bool)
+    hole[20:30, 20:40] = True
+    save_mask(hole, archive["masks"] / "deep.png")
+    assert restore_all(archive)["deep.png"]["status"] == "ok"
+    after = np.asarray(Image.open(archive["out"] / "deep.png"))
+    assert after.dtype == np.uint16 and (after[~hole] == deep[~hole]).all()
