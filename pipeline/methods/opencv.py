@@ -1,7 +1,8 @@
 """Diffusion fills from OpenCV: Telea's fast marching and Navier-Stokes (`cv2.inpaint`).
 
 The seed's comparison rows. `cv2.inpaint` takes multichannel images only at 8 bits,
-so each channel is filled as 32-bit float on its own: 16-bit scans keep their depth.
+so each channel is filled on its own at 16 bits (Telea) or as 32-bit float (Navier-Stokes):
+16-bit scans keep their depth. OpenCV 5's Telea returns noise on float32 input.
 """
 
 from __future__ import annotations
@@ -23,11 +24,14 @@ class _Diffusion(Method):
 
     def fill(self, image: np.ndarray, mask: np.ndarray) -> Fill:
         hole = mask.astype(np.uint8) * 255
-        channels = [
-            cv2.inpaint(np.ascontiguousarray(image[:, :, c]), hole, self.params.radius, self.flag)
-            for c in range(image.shape[2])
-        ]
+        channels = [self._fill_plane(image[:, :, c], hole) for c in range(image.shape[2])]
         return Fill(np.stack(channels, axis=2))
+
+    def _fill_plane(self, plane: np.ndarray, hole: np.ndarray) -> np.ndarray:
+        if self.flag == cv2.INPAINT_TELEA:
+            deep = np.rint(plane * 65535).astype(np.uint16)
+            return cv2.inpaint(deep, hole, self.params.radius, self.flag) / np.float32(65535)
+        return cv2.inpaint(np.ascontiguousarray(plane), hole, self.params.radius, self.flag)
 
 
 class Telea(_Diffusion):
