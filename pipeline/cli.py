@@ -241,7 +241,7 @@ def report_command(
                              sample=sample)
     except report.ReportError as error:
         fail_usage(str(error))
-    Console().print(f"report: {index}", highlight=False, markup=False)
+    Console().print(f"report: {index}", highlight=False, markup=False, soft_wrap=True)
 
 
 # Cluster jobs. `submit` takes `run`'s options, declared once in run_command: the signature

@@ -234,7 +234,9 @@ def choose_sample(rows: pa.Table, size: int, seed: str) -> dict[str, list[str]]:
         order = pc.select_k_unstable(pa.table({"v": values.fill_null(-1.0)}), share,
                                      [("v", "descending")])
         for index in order.to_pylist():
-            picks.setdefault(ids[index].as_py(), []).append(reason)
+            item_id = ids[index].as_py()
+            if item_id in picks or len(picks) < size:
+                picks.setdefault(item_id, []).append(reason)
     rest = max(0, size - len(picks))
     if rest:
         remaining = pc.invert(pc.is_in(ids, value_set=pa.array(list(picks), pa.string())))
