@@ -1,0 +1,109 @@
+"""A real S3 server on loopback for the tests: `moto_server` on a free 127.0.0.1 port.
+
+Started once per session, as s3fs's own test suite does. The `s3` fixture points the
+standard AWS variables at it (endpoint, fake credentials), so the CLI, `pipeline.run`
+and the Ray workers they start all reach it through botocore's ordinary configuration.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+# Fake, but unique per session, so a test can grep outputs for them.
+ACCESS_KEY_ID = "AKIATEST" + secrets.token_hex(6).upper()
+SECRET_ACCESS_KEY = "secret-" + secrets.token_urlsafe(24)
+SESSION_TOKEN = "token-" + secrets.token_urlsafe(24)
+
+
+@dataclass
+class S3:
+    """One fresh bucket on the loopback server, with the environment set to reach it."""
+
+    endpoint: str
+    bucket: str
+    log: Path
+    secrets: tuple[str, ...] = (ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN)
+
+    def uri(self, key: str = "") -> str:
+        return f"s3://{self.bucket}/{key}".rstrip("/")
+
+    def filesystem(self):
+        import s3fs
+
+        return s3fs.S3FileSystem(endpoint_url=self.endpoint, skip_instance_cache=True)
+
+    def requests(self) -> list[str]:
+        """Request lines the server has logged so far, e.g. 'GET /bucket?list-type=2...'."""
+        lines = self.log.read_text(errors="replace").splitlines()
+        return [line.split('"')[1] for line in lines if line.count('"') >= 2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_until_up(endpoint: str, process: subprocess.Popen, seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"moto_server exited with status {process.returncode}")
+        try:
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
+            return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"moto_server did not answer on {endpoint} within {seconds}s")
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """Start `moto_server -H 127.0.0.1 -p PORT`; yield `(endpoint, log path)`."""
+    executable = shutil.which("moto_server")
+    if executable is None:
+        pytest.fail("moto_server not found: install the dev extra (pip install -e .[dev])")
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = tmp_path_factory.mktemp("moto") / "requests.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen([executable, "-H", "127.0.0.1", "-p", str(port)],
+                                   stdout=sink, stderr=subprocess.STDOUT)
+    try:
+        wait_until_up(endpoint, process)
+        yield endpoint, log
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+@pytest.fixture
+def s3(s3_server, monkeypatch) -> S3:
+    """A fresh bucket, with AWS_ENDPOINT_URL and fake credentials in the environment."""
+    import s3fs
+
+    endpoint, log = s3_server
+    for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # fsspec caches filesystem instances by their arguments, not by the environment.
+    s3fs.S3FileSystem.clear_instance_cache()
+    server = S3(endpoint, f"test-{uuid.uuid4().hex[:12]}", log)
+    server.filesystem().mkdir(server.bucket)
+    yield server
+    s3fs.S3FileSystem.clear_instance_cache()
+
