@@ -10,6 +10,7 @@ from PIL import Image
 from skimage import data
 
 from pipeline.masks import synthetic_mask
+from tests.s3server import s3, s3_server  # noqa: F401  (fixtures: a loopback S3 server)
 
 
 def save(array: np.ndarray, path: Path, **options) -> Path:
