@@ -189,6 +189,10 @@ def run_command(
             summary = runner.run(settings, progress=reporter, work=work)
     except UsageError as error:
         fail_usage(str(error))
+    except KeyboardInterrupt:
+        err.print("interrupted: rows so far are in the manifest; run the same command again "
+                  "to resume", highlight=False)
+        raise typer.Exit(130) from None
     print_summary(summary)
     raise typer.Exit(1 if summary.failed else 0)
 
