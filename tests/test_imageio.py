@@ -16,10 +16,11 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms, ImageOps
 
-from pipeline import imageio
+from pipeline import imageio, restore_items
 from pipeline.masks import synthetic_mask
 from pipeline.methods import load_method
-from tests.conftest import small_photo
+from pipeline.settings import RunSettings
+from tests.conftest import save_mask, small_photo
 
 # Navier-Stokes: OpenCV 5's Telea fills float input with noise (notes/bug-telea-float32.md).
 FILL = load_method("ns", {})
@@ -278,3 +279,27 @@ def png_bomb(width: int, height: int) -> bytes:
 def test_hostile_files_are_refused_with_a_clear_message(data, message):
     with pytest.raises(imageio.ImageDecodeError, match=message):
         imageio.decode(data, max_pixels=180_000_000)
+
+
+def test_hostile_files_in_an_archive_are_failed_rows_and_the_run_goes_on(archive):
+    images, masks = archive["images"], archive["masks"]
+    hostile = {
+        "zero.png": b"",
+        "words.jpg": b"this is not a photo, only words",
+        "cut.jpg": encoded(rgb(), "JPEG")[:-600],
+        "bomb.png": png_bomb(20_000, 10_000),
+    }
+    for name, data in hostile.items():
+        (images / name).write_bytes(data)
+        save_mask(hole_for((43, 64)), (masks / name).with_suffix(".png"))
+    settings = RunSettings(images=str(images), masks=str(masks), out=str(archive["out"]),
+                           method="ns")
+    rows = {row["relative_path"]: row for row in restore_items(settings)}
+    for name in hostile:
+        assert (rows[name]["status"], rows[name]["error_kind"]) == ("failed", "decode"), name
+        assert not (archive["out"] / name).exists()
+    assert "empty file" in rows["zero.png"]["error"]
+    assert "not a readable image" in rows["words.jpg"]["error"]
+    assert "cannot decode image data" in rows["cut.jpg"]["error"]
+    assert "above the limit of 180 MP" in rows["bomb.png"]["error"]
+    assert {rows[name]["status"] for name in ("a/chelsea.jpg", "rocket.png")} == {"ok"}
