@@ -282,6 +282,10 @@ JobArgument = Annotated[str, typer.Argument(help="Job (submission) id, as `inpai
                                                  "lists it.")]
 
 
+def _note(text: str) -> None:
+    err.print(text, highlight=False, markup=False, soft_wrap=True)
+
+
 def _cluster(address: str | None):
     from pipeline.cluster import Cluster
 
@@ -310,11 +314,11 @@ def submit_command(**options: Any) -> None:
         target = _cluster(address)
         submitted = target.submit(spec, submission_id)
         if submitted.created:
-            err.print(f"submitted {submitted.job_id}; follow it with `inpaint logs "
-                      f"{submitted.job_id} --follow`", highlight=False, markup=False)
+            _note(f"submitted {submitted.job_id}; follow it with `inpaint logs "
+                  f"{submitted.job_id} --follow`")
         else:
-            err.print(f"{submitted.job_id} was submitted before ({submitted.status}); nothing "
-                      "new started", highlight=False, markup=False)
+            _note(f"{submitted.job_id} was submitted before ({submitted.status}); nothing "
+                  "new started")
         typer.echo(submitted.job_id)
         if wait:
             _follow_to_exit(target, submitted.job_id)
@@ -345,8 +349,7 @@ def _follow_to_exit(target, job_id: str) -> None:
     from pipeline.cluster import exit_code
 
     info = target.follow(job_id, write=lambda text: print(text, end="", flush=True))
-    err.print(f"job {job_id}: {info.status}" + (f": {info.message}" if info.message else ""),
-              highlight=False, markup=False)
+    _note(f"job {job_id}: {info.status}" + (f": {info.message}" if info.message else ""))
     raise typer.Exit(exit_code(info))
 
 
@@ -401,10 +404,9 @@ def stop_command(job: JobArgument, address: AddressOption = None) -> None:
     try:
         target = _cluster(address)
         if target.stop(job):
-            err.print(f"stop requested for {job}", highlight=False, markup=False)
+            _note(f"stop requested for {job}")
         else:
-            err.print(f"{job} had already ended ({target.info(job).status})", highlight=False,
-                      markup=False)
+            _note(f"{job} had already ended ({target.info(job).status})")
     except UsageError as error:
         fail_usage(str(error))
 
