@@ -145,7 +145,7 @@ def summarize(rows: pa.Table, params: list[str]) -> dict[str, Any]:
         "total": rows.num_rows,
         "counts": _value_counts(rows["status"]),
         "methods": _value_counts(rows["method"]),
-        "params": [_pretty_json(text) for text in params],
+        "params": [_flat_params(text) for text in params],
         "items_per_second": _rate(rows.num_rows, start, end),
         "median_seconds": median,
         "p95_seconds": p95,
@@ -202,11 +202,20 @@ def _when(moment: datetime | None) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if moment else "-"
 
 
-def _pretty_json(text: str) -> str:
+def _flat_params(text: str) -> list[tuple[str, str]]:
+    """Params JSON as sorted `(dotted.key, JSON value)` pairs, easier to scan than JSON."""
     try:
-        return json.dumps(json.loads(text), indent=2, sort_keys=True)
+        params = json.loads(text)
     except (TypeError, ValueError):
-        return text
+        return [("params", text)]
+
+    def walk(value: Any, prefix: str) -> list[tuple[str, str]]:
+        if isinstance(value, dict) and value:
+            return [pair for key in sorted(value) for pair in
+                    walk(value[key], f"{prefix}.{key}" if prefix else str(key))]
+        return [(prefix or "params", json.dumps(value))]
+
+    return walk(params, "")
 
 
 def hole_megapixels(rows: pa.Table) -> pa.ChunkedArray:
@@ -228,6 +237,10 @@ def choose_sample(rows: pa.Table, size: int, seed: str) -> dict[str, list[str]]:
     if size <= 0 or ok.num_rows == 0:
         return {}
     ids = ok["item_id"]
+    if ok.num_rows <= size:  # everything fits: no need to say why each was chosen
+        order = pc.sort_indices(pa.table({"v": hole_megapixels(ok).fill_null(-1.0)}),
+                                [("v", "descending")])
+        return {ids[index].as_py(): [] for index in order.to_pylist()}
     picks: dict[str, list[str]] = {}
     share = math.ceil(size / 3)
     for reason, values in (("largest hole", hole_megapixels(ok)), ("slowest", ok["seconds"])):
@@ -389,7 +402,7 @@ def write_charts(facts: pa.Table, rows: pa.Table, out_fs, out_path: str) -> dict
     charts = {}
     restored = facts.filter(pc.equal(facts["status"], "ok"))
     if restored.num_rows:
-        figure = Figure(figsize=(5.6, 3.6), layout="constrained")
+        figure = Figure(figsize=(5.2, 3.4), layout="constrained")
         axes = figure.subplots()
         sizes, seconds = hole_megapixels(restored), restored["seconds"]
         methods = restored["method"].fill_null("unknown")
@@ -400,13 +413,14 @@ def write_charts(facts: pa.Table, rows: pa.Table, out_fs, out_path: str) -> dict
                          s=6 if restored.num_rows > 2000 else 24, alpha=0.6, label=method,
                          rasterized=True)
         axes.set(xlabel="hole size (megapixels)", ylabel="seconds per item")
-        if (pc.min(seconds).as_py() or 0) > 0:
+        fastest, slowest = pc.min(seconds).as_py() or 0, pc.max(seconds).as_py() or 0
+        if fastest > 0 and slowest / fastest > 100:  # methods of very different speeds
             axes.set_yscale("log")
-        axes.legend(title="method", markerscale=3)
+        axes.legend(title="method", markerscale=2 if restored.num_rows > 2000 else 1)
         charts["seconds"] = _save_chart(figure, out_fs, out_path, "seconds.png")
     fractions = rows["hole_fraction"].drop_null()
     if len(fractions):
-        figure = Figure(figsize=(5.6, 3.6), layout="constrained")
+        figure = Figure(figsize=(5.2, 3.4), layout="constrained")
         axes = figure.subplots()
         axes.hist(fractions.to_numpy(zero_copy_only=False), bins=40, color="#4a6fa5")
         axes.set(xlabel="hole fraction (share of the photo to fill)", ylabel="items")
