@@ -203,7 +203,7 @@ def print_summary(summary) -> None:
         f"run {summary.run_id}: {counts}; {summary.resumed} already done; "
         f"{summary.seconds:.1f}s\nmanifest: {summary.manifest_uri}"
         + (f"\nreport: {summary.report_uri}" if summary.report_uri else ""),
-        highlight=False, markup=False,
+        highlight=False, markup=False, soft_wrap=True,  # paths stay whole in logs
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shlex
 import time
@@ -102,6 +103,9 @@ class Cluster:
         from ray.job_submission import JobSubmissionClient
 
         self.address = address
+        # Ray logs each file it leaves out of the upload at INFO, and that .git is left out.
+        logging.getLogger("ray").setLevel(logging.WARNING)
+        logging.getLogger("ray._private.runtime_env.working_dir").setLevel(logging.ERROR)
         with _plain_errors(address):
             self.client = JobSubmissionClient(address, headers=auth_headers())
 
