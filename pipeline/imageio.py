@@ -256,14 +256,14 @@ def _back_to_source(photo: Photo, pixels: np.ndarray, target: str) -> tuple[np.n
     """Return the array to encode and its Pillow mode, back in the original's mode where
     the target format can hold it; original samples are kept wherever the fill did not
     change the pixel."""
-    changed = pixels != photo.pixels
-    changed = changed.any(axis=2) if changed.ndim == 3 else changed
     if photo.mode == "P" and photo.source is not None and target in ("PNG", "TIFF"):
+        changed = changed_pixels(photo.pixels, pixels)
         indices = photo.source.copy()
         indices[changed] = nearest_palette_index(pixels[changed], photo.palette)
         return indices, "P"
     if photo.mode == "CMYK" and photo.source is not None and target in ("JPEG", "TIFF"):
         samples = photo.source.copy()
+        changed = changed_pixels(photo.pixels, pixels)
         if not changed.any():
             return samples, "CMYK"
         filled = Image.fromarray(np.ascontiguousarray(pixels[changed][None]))
@@ -274,6 +274,12 @@ def _back_to_source(photo: Photo, pixels: np.ndarray, target: str) -> tuple[np.n
     if photo.mode == "1" and target in ("PNG", "TIFF"):
         return pixels, "1"
     return pixels, ""
+
+
+def changed_pixels(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+    """HxW bool: where the method changed any channel (inside the hole, by contract)."""
+    changed = before != after
+    return changed.any(axis=2) if changed.ndim == 3 else changed
 
 
 def nearest_palette_index(colours: np.ndarray, palette: list[int]) -> np.ndarray:
@@ -305,7 +311,9 @@ def to_8bit(array: np.ndarray) -> np.ndarray:
 
 def _encode_deep_tiff(array: np.ndarray, options: dict[str, Any]) -> bytes:
     compression = TIFFFILE_COMPRESSION.get(options.get("compression", "raw"), "zlib")
-    extratags = [_tiff_tag(tag, value) for tag, value in options.get("tiffinfo", {}).items()]
+    tags = dict(options.get("tiffinfo", {}))
+    software = tags.pop(305, False)  # tifffile writes Software itself (its own name by default)
+    extratags = [_tiff_tag(tag, value) for tag, value in tags.items()]
     dpi = options.get("dpi")
     buffer = io.BytesIO()
     tifffile.imwrite(
@@ -314,7 +322,7 @@ def _encode_deep_tiff(array: np.ndarray, options: dict[str, Any]) -> bytes:
         extrasamples=("unassalpha",) if array.shape[2] == 4 else None,
         iccprofile=options.get("icc_profile"),
         resolution=tuple(dpi) if dpi else None, resolutionunit="INCH" if dpi else None,
-        extratags=[tag for tag in extratags if tag], metadata=None,
+        extratags=[tag for tag in extratags if tag], software=software, metadata=None,
     )
     return buffer.getvalue()
 

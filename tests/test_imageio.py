@@ -303,3 +303,32 @@ def test_hostile_files_in_an_archive_are_failed_rows_and_the_run_goes_on(archive
     assert "cannot decode image data" in rows["cut.jpg"]["error"]
     assert "above the limit of 180 MP" in rows["bomb.png"]["error"]
     assert {rows[name]["status"] for name in ("a/chelsea.jpg", "rocket.png")} == {"ok"}
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "TIFF"])
+def test_16_bit_colour_keeps_orientation_icc_and_dpi(image_format):
+    stored = deep()
+    buffer = io.BytesIO()
+    if image_format == "TIFF":
+        tifffile.imwrite(buffer, stored, photometric="rgb", iccprofile=SRGB,
+                         resolution=(600, 600), resolutionunit="INCH", software="ScanSoft 2",
+                         extratags=[(274, "H", 1, 8, True), (271, "s", 0, "Epson", True)])
+    else:
+        exif = Image.Exif()
+        exif[imageio.ORIENTATION_TAG] = 8
+        png = cv2.imencode(".png", cv2.cvtColor(stored, cv2.COLOR_RGB2BGR))[1].tobytes()
+        options = {"icc_profile": SRGB, "dpi": (600, 600), "exif": exif.tobytes()}
+        buffer.write(imageio._add_png_chunks(png, options))
+    photo, mask, out = restore(buffer.getvalue())
+    assert photo.orientation == 8 and photo.pixels.shape[:2] == stored.shape[1::-1]
+    result = Image.open(io.BytesIO(out))
+    assert imageio.is_deep_colour(result)
+    layout = tifffile.imread(io.BytesIO(out)) if image_format == "TIFF" else samples(out)
+    assert layout.shape[:2] == stored.shape[:2], "the stored pixel layout must be kept"
+    assert result.info["icc_profile"] == SRGB
+    assert result.info["dpi"] == pytest.approx((600, 600), abs=0.01)
+    assert result.getexif()[imageio.ORIENTATION_TAG] == 8
+    if image_format == "TIFF":
+        assert result.tag_v2[271] == "Epson" and result.tag_v2[305] == "ScanSoft 2"
+    after = imageio.decode(out, 10_000_000).pixels
+    assert (after[~mask] == photo.pixels[~mask]).all() and (after[mask] % 257 != 0).any()
