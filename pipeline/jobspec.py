@@ -137,7 +137,7 @@ def _index_lines(node, path: tuple[str, ...], lines: Lines, problems: list[str],
                  source: str) -> None:
     """Record the line of every mapping key; PyYAML keeps the last of duplicate keys
     silently, so a duplicate is reported here instead."""
-    lines[path] = node.start_mark.line + 1
+    lines.setdefault(path, node.start_mark.line + 1)  # a key's line, not its value's
     if not isinstance(node, yaml.MappingNode):
         return
     seen: set[str] = set()
