@@ -181,54 +181,31 @@ def test_cli_report_writes_beside_the_manifest(two_runs):
     assert "not in" in result.output
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    """A real S3 API (moto's server on loopback) with distinctive fake credentials."""
-    from moto.server import ThreadedMotoServer
-
-    secret = "SECRETreport0123456789abcdefSECRET"
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAREPORTTESTKEY")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    options = {"endpoint_url": f"http://{host}:{port}"}
-    import s3fs
-
-    s3fs.S3FileSystem.clear_instance_cache()
-    fs = s3fs.S3FileSystem(**options)
-    fs.mkdir("bucket")
-    yield {"fs": fs, "options": options, "secrets": [secret, "AKIAREPORTTESTKEY"]}
-    s3fs.S3FileSystem.clear_instance_cache()
-    server.stop()
-
-
 def test_report_from_and_to_s3_holds_no_secrets(two_runs, s3):
-    fs, options = s3["fs"], s3["options"]
-    local = two_runs["root"]
-    fs.put(str(local / "images"), "bucket/images", recursive=True)
-    fs.put(str(local / "masks"), "bucket/masks", recursive=True)
-    fs.put(str(local / "out"), "bucket/out", recursive=True)
+    """Manifest, photos and report all in a bucket (credentials set in the environment);
+    `inpaint report s3://…` writes the report beside the manifest, with no secret in it."""
+    fs, local = s3.filesystem(), two_runs["root"]
+    for folder in ("images", "masks", "out"):
+        fs.put(str(local / folder), f"{s3.bucket}/{folder}", recursive=True)
     table = manifest.read(two_runs["uri"])
     rows = []
     for entry in table.filter(pa.compute.equal(table["run_id"], "run-new")).to_pylist():
         for key in ("image_uri", "mask_uri", "output_uri"):
             if entry[key]:
-                entry[key] = "s3://bucket/" + str(Path(entry[key]).relative_to(local))
+                entry[key] = s3.uri(str(Path(entry[key]).relative_to(local)))
         rows.append(entry)
-    write_run("s3://bucket/archive/_manifest", "run-new", rows, options)
-    index = report.build("s3://bucket/archive/_manifest", "s3://bucket/archive/_report",
-                         storage_options=options)
-    assert index == "s3://bucket/archive/_report/index.html"
-    html = fs.cat_file("bucket/archive/_report/index.html").decode()
+    write_run(s3.uri("archive/_manifest"), "run-new", rows)
+    result = CliRunner().invoke(app, ["report", s3.uri("archive/_manifest")])
+    assert result.exit_code == 0, result.output
+    assert s3.uri("archive/_report/index.html") in result.output
+    html = fs.cat_file(f"{s3.bucket}/archive/_report/index.html").decode()
     assert 'data-count="ok">2<' in html
     assert f'href="../../out/{quote(HOSTILE)}"' in html
-    written = fs.find("bucket/archive/_report")
+    written = fs.find(f"{s3.bucket}/archive/_report")
     assert len([name for name in written if "/thumbs/" in name]) == 6
     for name in written:
         content = fs.cat_file(name)
-        for secret in s3["secrets"]:
+        for secret in s3.secrets:
             assert secret.encode() not in content, name
 
 
