@@ -1,0 +1,59 @@
+"""cluster.yaml passes Ray's own cluster-config validation (no cloud call) and keeps the
+promises the README makes: CPU head with no inpainting, GPU workers from zero, loopback
+dashboard, token auth on every node, the project installed everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+CONFIG = Path(__file__).resolve().parent.parent / "cluster.yaml"
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    prepared = prepare_config(yaml.safe_load(CONFIG.read_text()))  # merges Ray's AWS defaults
+    validate_config(prepared)  # Ray's JSON schema plus its own checks; raises if invalid
+    return prepared
+
+
+def test_ray_rejects_what_it_does_not_know():
+    broken = yaml.safe_load(CONFIG.read_text())
+    broken["available_node_types"]["gpu_worker"]["gpus"] = 1  # not a Ray key
+    with pytest.raises(jsonschema.ValidationError):
+        validate_config(prepare_config(broken))
+
+
+def test_head_runs_no_inpainting_and_gpu_workers_scale_from_zero(config):
+    head = config["available_node_types"][config["head_node_type"]]
+    assert head["resources"] == {"CPU": 0}
+    assert "--num-cpus=0" in " ".join(config["head_start_ray_commands"])
+    workers = {name: node for name, node in config["available_node_types"].items()
+               if name != config["head_node_type"]}
+    assert list(workers) == ["gpu_worker"]
+    gpu = workers["gpu_worker"]
+    assert gpu["node_config"]["InstanceType"] == "g5.xlarge"
+    assert gpu["min_workers"] == 0 and 0 < gpu["max_workers"] <= config["max_workers"]
+
+
+def test_dashboard_on_loopback_and_token_auth_on_every_node(config):
+    start = " ".join(config["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in start
+    assert "0.0.0.0" not in CONFIG.read_text()
+    for commands in (config["head_start_ray_commands"], config["worker_start_ray_commands"]):
+        assert "export RAY_AUTH_MODE=token;" in [c for c in commands if "ray start" in c][0]
+    assert "~/.ray/auth_token" in config["file_mounts"].values()
+
+
+def test_every_node_installs_the_project_in_a_matching_ray_image(config):
+    import ray
+
+    for commands in (config["head_setup_commands"], config["worker_setup_commands"]):
+        assert "pip install --quiet -e /home/ray/inpaint" in commands
+    assert config["file_mounts"]["/home/ray/inpaint"] == "."
+    assert config["docker"]["worker_image"] == f"rayproject/ray:{ray.__version__}-py311-gpu"
+    assert config["docker"]["head_image"] == f"rayproject/ray:{ray.__version__}-py311-cpu"
