@@ -16,13 +16,15 @@ from typing import Any
 import cv2
 import numpy as np
 import tifffile
-from PIL import Image, JpegImagePlugin
+from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 # Pillow's own bomb guard refuses above 2 x 89 MP whatever --max-pixels says; the limit
 # is ours to set, and `open_checked` enforces it from the header for every format.
 Image.MAX_IMAGE_PIXELS = None
 
 FORMAT_NAMES = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF", "webp": "WEBP"}
+# Formats a restored photo can be written back in without changing what it is.
+WRITABLE = ("PNG", "JPEG", "TIFF", "WEBP", "BMP")
 EXTENSIONS = {"PNG": ".png", "JPEG": ".jpg", "TIFF": ".tif", "WEBP": ".webp", "BMP": ".bmp"}
 ORIENTATION_TAG = 0x0112
 # Baseline TIFF tags that describe the photo rather than its storage; they are copied to
@@ -97,6 +99,8 @@ def decode(data: bytes, max_pixels: int) -> Photo:
         image.load()
     except Exception as error:
         raise ImageDecodeError(f"cannot decode image data: {error}") from None
+    if image_format == "PNG":
+        options["text"] = dict(image.text)  # text after the pixels is only known now
     working, source, palette = _working_arrays(image)
     if not _pillow_oriented(image, orientation):
         working = orient(working, orientation)
@@ -205,10 +209,17 @@ def _save_options(image: Image.Image, image_format: str, data: bytes) -> dict[st
             options["subsampling"] = sampling
         if image.info.get("progressive"):
             options["progressive"] = True
+        for key in ("comment", "xmp"):
+            if image.info.get(key):
+                options[key] = image.info[key]
     if image_format == "WEBP":
         options["lossless"] = is_lossless_webp(data)
         if not options["lossless"]:
-            options["quality"] = 90
+            options["quality"] = 90  # the original's quality is not recorded in the file
+        if image.info.get("xmp"):
+            options["xmp"] = image.info["xmp"]
+    if image_format == "PNG":
+        options["text"] = {k: v for k, v in image.info.items() if isinstance(v, str)}
     if image_format == "TIFF":
         options.pop("exif", None)  # a TIFF's EXIF is its own tags: see tiffinfo
         options["compression"] = image.info.get("compression", "raw")
@@ -232,6 +243,8 @@ def is_lossless_webp(data: bytes) -> bool:
 def encode(photo: Photo, pixels: np.ndarray, output_format: str | None = None) -> bytes:
     """Encode restored pixels in the original's layout, format and metadata."""
     target = FORMAT_NAMES[output_format] if output_format else photo.format
+    if target not in WRITABLE:
+        raise ImageDecodeError(f"{target} cannot be written back faithfully; pass --format png")
     if target == "JPEG" and pixels.ndim == 3 and pixels.shape[2] == 4:
         raise ImageDecodeError("JPEG cannot store an alpha channel; use --format png")
     options = dict(photo.save_options) if target == photo.format else _portable(photo, target)
@@ -247,6 +260,11 @@ def encode(photo: Photo, pixels: np.ndarray, output_format: str | None = None) -
     image = _to_image(array, mode, photo.palette)
     if target == "WEBP" and "lossless" not in options:
         options["lossless"] = True
+    text = options.pop("text", None)
+    if text and target == "PNG":
+        options["pnginfo"] = PngImagePlugin.PngInfo()
+        for key, value in text.items():
+            options["pnginfo"].add_itxt(key, value)
     buffer = io.BytesIO()
     image.save(buffer, format=target, **options)
     return buffer.getvalue()
@@ -353,6 +371,10 @@ def _add_png_chunks(png: bytes, options: dict[str, Any]) -> bytes:
         chunks.append(_png_chunk(b"pHYs", struct.pack(">IIB", *per_metre, 1)))
     if options.get("exif"):
         chunks.append(_png_chunk(b"eXIf", options["exif"].removeprefix(_EXIF_HEADER)))
+    for key, value in (options.get("text") or {}).items():
+        # iTXt: keyword, NUL, no compression (0, 0), empty language and translation, UTF-8.
+        chunks.append(_png_chunk(b"iTXt", key.encode("latin-1") + b"\x00\x00\x00\x00\x00"
+                                 + value.encode()))
     header_end = len(_PNG_SIGNATURE) + 8 + 13 + 4  # signature, IHDR length+type, data, CRC
     return png[:header_end] + b"".join(chunks) + png[header_end:]
 
@@ -364,6 +386,8 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 def _portable(photo: Photo, target: str) -> dict[str, Any]:
     """Metadata that survives a change of format (--format)."""
     options = {k: v for k, v in photo.save_options.items() if k in ("icc_profile", "dpi", "exif")}
+    if photo.mode == "CMYK" and target not in ("JPEG", "TIFF"):
+        options.pop("icc_profile", None)  # a CMYK profile does not describe the RGB written
     if target == "TIFF":
         orientation = {ORIENTATION_TAG: photo.orientation} if photo.orientation != 1 else {}
         options.pop("exif", None)

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image, ImageCms, ImageOps
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
 from pipeline import imageio, restore_items
 from pipeline.masks import synthetic_mask
@@ -332,3 +332,32 @@ def test_16_bit_colour_keeps_orientation_icc_and_dpi(image_format):
         assert result.tag_v2[271] == "Epson" and result.tag_v2[305] == "ScanSoft 2"
     after = imageio.decode(out, 10_000_000).pixels
     assert (after[~mask] == photo.pixels[~mask]).all() and (after[mask] % 257 != 0).any()
+
+
+def test_text_comments_and_xmp_are_kept():
+    xmp = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description about="scan 42"/></x:xmpmeta>'
+    jpeg = encoded(rgb(), "JPEG", comment=b"box 7, shelf 3", xmp=xmp)
+    out = Image.open(io.BytesIO(restore(jpeg)[2]))
+    assert (out.info["comment"], out.info["xmp"]) == (b"box 7, shelf 3", xmp)
+    text = PngImagePlugin.PngInfo()
+    text.add_itxt("Title", "Grand-mère, 1951")
+    for source in (Image.fromarray(rgb()), Image.fromarray(deep()[:, :, 0])):
+        out = Image.open(io.BytesIO(restore(encoded(source, "PNG", pnginfo=text))[2]))
+        assert out.text["Title"] == "Grand-mère, 1951"
+    png = cv2.imencode(".png", deep())[1].tobytes()
+    deep_png = imageio._add_png_chunks(png, {"text": {"Title": "Grand-mère, 1951"}})
+    out = Image.open(io.BytesIO(restore(deep_png)[2]))
+    assert imageio.is_deep_colour(out) and out.text["Title"] == "Grand-mère, 1951"
+
+
+def test_a_cmyk_profile_is_not_attached_to_rgb_output():
+    data = encoded(Image.fromarray(rgb()).convert("CMYK"), "JPEG", icc_profile=b"cmyk profile")
+    assert Image.open(io.BytesIO(restore(data)[2])).info["icc_profile"] == b"cmyk profile"
+    assert "icc_profile" not in Image.open(io.BytesIO(restore(data, "png")[2])).info
+
+
+def test_formats_we_cannot_write_back_are_refused_unless_converted():
+    gif = encoded(Image.fromarray(rgb()).quantize(64), "GIF")
+    with pytest.raises(imageio.ImageDecodeError, match="pass --format png"):
+        restore(gif)
+    assert Image.open(io.BytesIO(restore(gif, "png")[2])).format == "PNG"
