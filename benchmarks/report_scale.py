@@ -5,7 +5,7 @@ failed, ~0.5% skipped) written by the real `ManifestWriter` in its usual 500-row
 pointing at a pool of 64 real photos, masks and outputs (rows share them; the report reads
 only the sample's). Each report is built in a fresh Python process, which reports its wall
 seconds and peak RSS; the RSS right after imports is given too, so the report's own share
-shows. Run: python benchmarks/report_scale.py [--rows 100000 10000]
+shows. Run: python benchmarks/report_scale.py [--rows 10000 100000]
 """
 
 from __future__ import annotations
@@ -114,6 +114,7 @@ def measure(manifest_uri: str, out: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--results", type=Path, default=RESULTS, help="JSON file to write.")
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as folder:
@@ -128,8 +129,8 @@ def main() -> None:
             figures.pop("index")
             print(json.dumps(figures), flush=True)
             results.append(figures)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"),
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps({"date": datetime.now(UTC).isoformat(timespec="seconds"),
                                    "results": results}, indent=2) + "\n")
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
@@ -207,6 +209,16 @@ def test_report_from_and_to_s3_holds_no_secrets(two_runs, s3):
         content = fs.cat_file(name)
         for secret in s3.secrets:
             assert secret.encode() not in content, name
+
+
+@pytest.mark.slow
+def test_scale_benchmark_runs_on_a_small_manifest(tmp_path):
+    root = Path(__file__).resolve().parent.parent
+    results = tmp_path / "scale.json"
+    subprocess.run([sys.executable, str(root / "benchmarks" / "report_scale.py"), "--rows",
+                    "2000", "--results", str(results)], check=True, cwd=root, timeout=300)
+    (figures,) = json.loads(results.read_text())["results"]
+    assert figures["rows"] == 2000 and figures["seconds"] > 0 and figures["peak_rss_mb"] > 0
 
 
 @pytest.mark.slow
