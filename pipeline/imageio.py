@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
-import tifffile
 from PIL import Image, JpegImagePlugin, PngImagePlugin
+
+from pipeline import deepcolour
+from pipeline.deepcolour import is_deep_colour, to_8bit
 
 # Pillow's own bomb guard refuses above 2 x 89 MP whatever --max-pixels says; the limit
 # is ours to set, and `open_checked` enforces it from the header for every format.
@@ -30,15 +30,8 @@ ORIENTATION_TAG = 0x0112
 # Baseline TIFF tags that describe the photo rather than its storage; they are copied to
 # a restored TIFF (storage tags such as strip offsets are the encoder's business).
 TIFF_DESCRIPTIVE_TAGS = (269, 270, 271, 272, 274, 285, 305, 306, 315, 316, 33432)
-# Pillow's TIFF compression names, as tifffile spells them (for 16-bit colour TIFFs).
-TIFFFILE_COMPRESSION = {"raw": None, "tiff_lzw": "lzw", "tiff_adobe_deflate": "zlib",
-                        "tiff_deflate": "zlib", "packbits": "packbits", "tiff_zstd": "zstd"}
 # Camera JPEGs with a preview image open as MPO; the restored photo is their first frame.
 FORMAT_ALIASES = {"MPO": "JPEG"}
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_EXIF_HEADER = b"Exif\x00\x00"
-
-
 class ImageDecodeError(ValueError):
     """The bytes are not a photo we can restore; the message says why, for the manifest."""
 
@@ -93,7 +86,10 @@ def decode(data: bytes, max_pixels: int) -> Photo:
     image_format = FORMAT_ALIASES.get(image.format, image.format) or "PNG"
     options = _save_options(image, image_format, data)
     if deep:
-        stored = _decode_deep(data, image_format)
+        try:
+            stored = deepcolour.decode(data, image_format)
+        except ValueError as error:
+            raise ImageDecodeError(str(error)) from None
         return Photo(orient(stored, orientation), image_format, image.mode, orientation, options)
     try:
         image.load()
@@ -140,32 +136,6 @@ def orient(array: np.ndarray, orientation: int, inverse: bool = False) -> np.nda
         array = np.rot90(array, 2).swapaxes(0, 1)
     elif orientation == 8:
         array = np.rot90(array, 1)
-    return np.ascontiguousarray(array)
-
-
-def is_deep_colour(image: Image.Image) -> bool:
-    """16 bits per channel colour, which Pillow would silently cut to 8 bits."""
-    if image.mode not in ("RGB", "RGBA") or not image.tile:
-        return False
-    args = image.tile[0].args
-    rawmode = args if isinstance(args, str) else (args[0] if args else "")
-    return isinstance(rawmode, str) and ";16" in rawmode
-
-
-def _decode_deep(data: bytes, image_format: str | None) -> np.ndarray:
-    try:
-        if image_format == "TIFF":
-            array = tifffile.imread(io.BytesIO(data), key=0)
-        else:
-            array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-            if array is None:
-                raise ValueError("OpenCV could not decode it")
-            code = cv2.COLOR_BGRA2RGBA if array.shape[2] == 4 else cv2.COLOR_BGR2RGB
-            array = cv2.cvtColor(array, code)  # OpenCV decodes to BGR order
-    except Exception as error:
-        raise ImageDecodeError(f"cannot decode 16-bit image data: {error}") from None
-    if array.dtype != np.uint16 or array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise ImageDecodeError(f"unsupported 16-bit layout {array.dtype} {array.shape}")
     return np.ascontiguousarray(array)
 
 
@@ -252,9 +222,9 @@ def encode(photo: Photo, pixels: np.ndarray, output_format: str | None = None) -
     array = orient(array, photo.orientation, inverse=True)
     if array.dtype == np.uint16 and array.ndim == 3:
         if target == "TIFF":
-            return _encode_deep_tiff(array, options)
+            return deepcolour.encode_tiff(array, options)
         if target == "PNG":
-            return _encode_deep_png(array, options)
+            return deepcolour.encode_png(array, options)
     if array.dtype == np.uint16 and target in ("JPEG", "WEBP"):
         array = to_8bit(array)  # neither format holds 16 bits
     image = _to_image(array, mode, photo.palette)
@@ -320,67 +290,6 @@ def _to_image(array: np.ndarray, mode: str, palette: list[int] | None) -> Image.
     if mode == "1":
         return image.convert("1", dither=Image.Dither.NONE)
     return image
-
-
-def to_8bit(array: np.ndarray) -> np.ndarray:
-    """16 to 8 bits with rounding (65535 -> 255)."""
-    return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-
-
-def _encode_deep_tiff(array: np.ndarray, options: dict[str, Any]) -> bytes:
-    compression = TIFFFILE_COMPRESSION.get(options.get("compression", "raw"), "zlib")
-    tags = dict(options.get("tiffinfo", {}))
-    software = tags.pop(305, False)  # tifffile writes Software itself (its own name by default)
-    extratags = [_tiff_tag(tag, value) for tag, value in tags.items()]
-    dpi = options.get("dpi")
-    buffer = io.BytesIO()
-    tifffile.imwrite(
-        buffer, array, photometric="rgb", compression=compression,
-        predictor=compression in ("lzw", "zlib", "zstd") or None,
-        extrasamples=("unassalpha",) if array.shape[2] == 4 else None,
-        iccprofile=options.get("icc_profile"),
-        resolution=tuple(dpi) if dpi else None, resolutionunit="INCH" if dpi else None,
-        extratags=[tag for tag in extratags if tag], software=software, metadata=None,
-    )
-    return buffer.getvalue()
-
-
-def _tiff_tag(tag: int, value: Any) -> tuple | None:
-    if isinstance(value, str):
-        return (tag, "s", 0, value, True)
-    if isinstance(value, int):
-        return (tag, "H", 1, value, True)
-    return None  # rational or multi-valued descriptive tags are rare; not carried
-
-
-def _encode_deep_png(array: np.ndarray, options: dict[str, Any]) -> bytes:
-    code = cv2.COLOR_RGBA2BGRA if array.shape[2] == 4 else cv2.COLOR_RGB2BGR
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(array, code))
-    if not ok:
-        raise ImageDecodeError("OpenCV could not encode the 16-bit PNG")
-    return _add_png_chunks(encoded.tobytes(), options)
-
-
-def _add_png_chunks(png: bytes, options: dict[str, Any]) -> bytes:
-    """Insert the metadata OpenCV does not write (ICC, DPI, EXIF) right after IHDR."""
-    chunks = []
-    if options.get("icc_profile"):
-        chunks.append(_png_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(options["icc_profile"])))
-    if options.get("dpi"):
-        per_metre = [round(d / 0.0254) for d in options["dpi"]]
-        chunks.append(_png_chunk(b"pHYs", struct.pack(">IIB", *per_metre, 1)))
-    if options.get("exif"):
-        chunks.append(_png_chunk(b"eXIf", options["exif"].removeprefix(_EXIF_HEADER)))
-    for key, value in (options.get("text") or {}).items():
-        # iTXt: keyword, NUL, no compression (0, 0), empty language and translation, UTF-8.
-        chunks.append(_png_chunk(b"iTXt", key.encode("latin-1") + b"\x00\x00\x00\x00\x00"
-                                 + value.encode()))
-    header_end = len(_PNG_SIGNATURE) + 8 + 13 + 4  # signature, IHDR length+type, data, CRC
-    return png[:header_end] + b"".join(chunks) + png[header_end:]
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
 def _portable(photo: Photo, target: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import pytest
 import tifffile
 from PIL import Image, ImageCms, ImageOps, PngImagePlugin
 
-from pipeline import imageio, restore_items
+from pipeline import deepcolour, imageio, restore_items
 from pipeline.masks import synthetic_mask
 from pipeline.methods import load_method
 from pipeline.settings import RunSettings
@@ -125,7 +125,7 @@ def test_16_bit_colour_is_filled_and_written_back_at_16_bits(image_format, chann
     if channels == 4:
         assert (after[:, :, 3] == source[:, :, 3]).all(), "alpha must be kept as it was"
     reopened = Image.open(io.BytesIO(out))
-    assert reopened.format == image_format and imageio.is_deep_colour(reopened)
+    assert reopened.format == image_format and deepcolour.is_deep_colour(reopened)
     if image_format == "TIFF":
         assert reopened.info["icc_profile"] == SRGB
         assert reopened.info["dpi"] == pytest.approx((300, 300))
@@ -246,7 +246,7 @@ def test_16_bit_override_to_png_keeps_16_bits_and_to_jpeg_rounds_to_8():
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, deep(), photometric="rgb")
     _, _, png = restore(buffer.getvalue(), output_format="png")
-    assert imageio.is_deep_colour(Image.open(io.BytesIO(png)))
+    assert deepcolour.is_deep_colour(Image.open(io.BytesIO(png)))
     _, _, jpeg = restore(buffer.getvalue(), output_format="jpeg")
     assert Image.open(io.BytesIO(jpeg)).mode == "RGB"
 
@@ -260,8 +260,8 @@ def png_bomb(width: int, height: int) -> bytes:
     """A real 1-bit PNG of width x height zeros: tiny on disk, huge once decoded."""
     rows = zlib.compress((b"\x00" * (1 + -(-width // 8))) * height, 9)
     header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([1, 0, 0, 0, 0])
-    chunk = imageio._png_chunk
-    return imageio._PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(
+    chunk = deepcolour.png_chunk
+    return deepcolour.PNG_SIGNATURE + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(
         b"IEND", b"")
 
 
@@ -318,11 +318,11 @@ def test_16_bit_colour_keeps_orientation_icc_and_dpi(image_format):
         exif[imageio.ORIENTATION_TAG] = 8
         png = cv2.imencode(".png", cv2.cvtColor(stored, cv2.COLOR_RGB2BGR))[1].tobytes()
         options = {"icc_profile": SRGB, "dpi": (600, 600), "exif": exif.tobytes()}
-        buffer.write(imageio._add_png_chunks(png, options))
+        buffer.write(deepcolour.add_png_chunks(png, options))
     photo, mask, out = restore(buffer.getvalue())
     assert photo.orientation == 8 and photo.pixels.shape[:2] == stored.shape[1::-1]
     result = Image.open(io.BytesIO(out))
-    assert imageio.is_deep_colour(result)
+    assert deepcolour.is_deep_colour(result)
     layout = tifffile.imread(io.BytesIO(out)) if image_format == "TIFF" else samples(out)
     assert layout.shape[:2] == stored.shape[:2], "the stored pixel layout must be kept"
     assert result.info["icc_profile"] == SRGB
@@ -345,9 +345,9 @@ def test_text_comments_and_xmp_are_kept():
         out = Image.open(io.BytesIO(restore(encoded(source, "PNG", pnginfo=text))[2]))
         assert out.text["Title"] == "Grand-mère, 1951"
     png = cv2.imencode(".png", deep())[1].tobytes()
-    deep_png = imageio._add_png_chunks(png, {"text": {"Title": "Grand-mère, 1951"}})
+    deep_png = deepcolour.add_png_chunks(png, {"text": {"Title": "Grand-mère, 1951"}})
     out = Image.open(io.BytesIO(restore(deep_png)[2]))
-    assert imageio.is_deep_colour(out) and out.text["Title"] == "Grand-mère, 1951"
+    assert deepcolour.is_deep_colour(out) and out.text["Title"] == "Grand-mère, 1951"
 
 
 def test_a_cmyk_profile_is_not_attached_to_rgb_output():
