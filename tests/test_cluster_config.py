@@ -57,3 +57,49 @@ def test_every_node_installs_the_project_in_a_matching_ray_image(config):
     assert config["file_mounts"]["/home/ray/inpaint"] == "."
     assert config["docker"]["worker_image"] == f"rayproject/ray:{ray.__version__}-py311-gpu"
     assert config["docker"]["head_image"] == f"rayproject/ray:{ray.__version__}-py311-cpu"
+
+
+def deploy_documents(name: str) -> dict[str, dict]:
+    path = CONFIG.parent / "deploy" / name
+    return {document["kind"]: document for document in yaml.safe_load_all(path.read_text())}
+
+
+def test_kuberay_rayjob_runs_a_valid_spec_with_a_loopback_dashboard_and_token_auth():
+    from pipeline import jobspec
+
+    documents = deploy_documents("kuberay-rayjob.yaml")
+    specs = documents["ConfigMap"]["data"]
+    job = documents["RayJob"]["spec"]
+    spec_file = job["entrypoint"].removeprefix("python -m jobs.restore --spec /specs/")
+    spec = jobspec.parse(specs[spec_file], spec_file)  # the same validation as `submit`
+    assert spec.gpus_per_worker == 1
+    assert job["submissionMode"] == "SidecarMode"
+    cluster = job["rayClusterSpec"]
+    assert cluster["authOptions"] == {"mode": "token"}
+    assert cluster["headGroupSpec"]["rayStartParams"] == {"num-cpus": "0",
+                                                           "dashboard-host": "127.0.0.1"}
+    (gpu,) = cluster["workerGroupSpecs"]
+    assert gpu["minReplicas"] == 0 and gpu["maxReplicas"] > 0
+    limits = gpu["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1"
+
+
+def test_cronjob_submits_the_shipped_spec_on_its_schedule_with_the_token_from_a_secret():
+    import typer
+
+    from pipeline import jobspec
+    from pipeline.cli import app
+
+    documents = deploy_documents("cronjob.yaml")
+    cron = documents["CronJob"]["spec"]
+    (container,) = cron["jobTemplate"]["spec"]["template"]["spec"]["containers"]
+    program, command, spec_path, *options = container["command"]
+    assert (program, command) == ("inpaint", "submit")
+    shipped = jobspec.load(CONFIG.parent / "jobs" / Path(spec_path).name)
+    assert cron["schedule"] == shipped.schedule  # one submission id per night
+    assert cron["concurrencyPolicy"] == "Forbid"
+    submit = typer.main.get_command(app).commands["submit"]
+    parsed = submit.make_context("submit", [spec_path, *options]).params  # real option names
+    assert parsed["wait"] and parsed["gpus_per_worker"] == 1
+    assert [env["name"] for env in container["env"]] == ["RAY_AUTH_TOKEN"]
+    assert "secretKeyRef" in container["env"][0]["valueFrom"]
