@@ -19,6 +19,11 @@ __all__ = ["Method", "NothingToConditionOn", "Result", "inpaint", "load_method",
 _REGISTRY: dict[str, str] = {
     "telea": "pipeline.methods.opencv:Telea",
     "ns": "pipeline.methods.opencv:NavierStokes",
+    "exemplar": "pipeline.methods.classical:Exemplar",
+    "fsr": "pipeline.methods.classical:FSR",
+    "biharmonic": "pipeline.methods.classical:Biharmonic",
+    "hallucinate": "pipeline.methods.hallucinate:Hallucinate",
+    "tv": "pipeline.methods.hallucinate:TotalVariation",
 }
 
 
@@ -45,9 +50,16 @@ def resolve_params(name: str, params: dict[str, Any] | None = None) -> dict[str,
     return cls.Params(**(params or {})).model_dump(mode="json")
 
 
-def load_method(name: str, params: dict[str, Any] | None = None, device: str = "cpu") -> Method:
+def load_method(
+    name: str,
+    params: dict[str, Any] | None = None,
+    device: str = "cpu",
+    seed: int = 0,
+    weights: str | None = None,
+) -> Method:
+    """Load a method by name; `seed` and `weights` (a prior network's URI) are run settings."""
     cls = method_class(name)
-    return cls(cls.Params(**(params or {})), device=device)
+    return cls(cls.Params(**(params or {})), device=device, seed=seed, weights=weights)
 
 
 def inpaint(
@@ -55,6 +67,8 @@ def inpaint(
     mask: np.ndarray,
     method: str = "hallucinate",
     device: str = "cpu",
+    seed: int = 0,
+    weights: str | None = None,
     **params: Any,
 ) -> np.ndarray:
     """Fill `mask` (bool HxW, True = fill) in `image` (HxW or HxWxC, uint8 or uint16).
@@ -62,4 +76,4 @@ def inpaint(
     Returns the same shape and dtype; every pixel outside the mask is identical to the
     input. For many images, load the method once with `load_method` and call it.
     """
-    return load_method(method, params, device)(image, mask).pixels
+    return load_method(method, params, device, seed, weights)(image, mask).pixels

@@ -54,9 +54,14 @@ class Method:
     # Above this share of the frame, crops stop paying off and the whole frame is used.
     full_frame_above: ClassVar[float] = 0.6
 
-    def __init__(self, params: MethodParams | None = None, device: str = "cpu"):
+    def __init__(self, params: MethodParams | None = None, device: str = "cpu", seed: int = 0,
+                 weights: str | None = None):
+        # `seed` and `weights` are run settings (RunSettings.seed/.weights), not method params:
+        # only stochastic methods and those with a prior network use them.
         self.params = params if params is not None else self.Params()
         self.device = device
+        self.seed = seed
+        self.weights = weights
 
     def fill(self, image: np.ndarray, mask: np.ndarray) -> Fill:
         """Fill `mask` (bool HxW, True = hole) in `image` (float32 HxWxC, C 1 or 3, [0, 1])."""

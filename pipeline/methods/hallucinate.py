@@ -1,0 +1,139 @@
+"""`hallucinate` (the default) and `tv`: fill holes by optimisation with a classifier prior.
+
+Each hole region starts from a classical fill; thin ones (scratches) keep it, as pure
+smoothness is what they need. Wide ones are optimised on TV, the deep-feature context
+term and the seed's hallucination term, with weights that grow with the hole's width.
+`tv` is the same optimiser with only the TV term: the seed's regulariser alone.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Literal
+
+import cv2
+import numpy as np
+from pydantic import Field
+
+from pipeline.methods.base import Fill, Method, MethodParams, Result
+from pipeline.methods.classical import biharmonic_fill, fsr_fill
+from pipeline.optimizer import Schedule, Weights, optimize
+from pipeline.prior import DEFAULT_MODEL, load_prior
+
+
+class OptimizerParams(MethodParams):
+    init: Literal["biharmonic", "fsr", "telea"] = Field(
+        default="biharmonic", description="Classical fill the optimisation starts from.")
+    thin_radius: float = Field(
+        default=2.5, ge=0, description="Holes whose farthest pixel is at most this far "
+        "(px) from a known pixel keep the initial fill: scratches need pure smoothness.")
+    wide_radius: float = Field(
+        default=12.0, gt=0, description="Radius (px) from which the context and "
+        "hallucination terms get their full weight; below, they shrink in proportion.")
+    tv_weight: float = Field(default=1.0, ge=0)
+    tv_beta: float = Field(default=1.0, gt=0, description="Exponent of the TV norm.")
+    steps: int = Field(default=40, ge=0, description="Iteration cap per octave.")
+    lr: float = Field(default=0.01, gt=0, description="Adam step size (pixel units).")
+    octaves: int | None = Field(
+        default=None, ge=1, description="Coarse-to-fine levels; None: from the hole width.")
+    patience: int = Field(default=8, ge=1, description="Plateau window in steps.")
+    tolerance: float = Field(default=2e-3, ge=0, description="Relative loss drop below "
+                             "which a window counts as a plateau.")
+    time_budget_s: float = Field(default=10.0, gt=0, description="Optimisation time per "
+                                 "item; past it the current fill is kept.")
+
+
+class HallucinateParams(OptimizerParams):
+    model: str = Field(default=DEFAULT_MODEL, description="Prior network (timm Lite0 or a "
+                       "torchvision vgg*/resnet*).")
+    context_weight: float = Field(default=0.3, ge=0, description="Deep-feature patch term.")
+    hallucination_weight: float = Field(
+        default=0.0, ge=0, description="The seed's class-score term, relative to the other "
+        "terms' gradient norm.")
+
+
+class TotalVariation(Method):
+    """The optimiser with only the TV term."""
+
+    name = "tv"
+    Params = OptimizerParams
+    uses_prior = False
+
+    def __init__(self, params=None, device="cpu", seed=0, weights=None):
+        super().__init__(params, device, seed, weights)
+        self.prior = None
+        self.deadline: float | None = None
+
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> Result:
+        # The time budget is per item, shared by all its crops.
+        self.deadline = time.perf_counter() + self.params.time_budget_s
+        return super().__call__(image, mask)
+
+    def term_weights(self, radius: float) -> Weights:
+        return Weights(tv=self.params.tv_weight, tv_beta=self.params.tv_beta)
+
+    def fill(self, image: np.ndarray, mask: np.ndarray) -> Fill:
+        params = self.params
+        start = initial_fill(image, mask, params.init)
+        wide, radius = wide_holes(mask, params.thin_radius)
+        if not wide.any() or params.steps == 0:
+            return Fill(start, 0, None)
+        octaves = params.octaves or 1 + max(0, int(math.log2(max(radius, 1) / 24)))
+        schedule = Schedule(steps=params.steps, lr=params.lr, octaves=octaves,
+                            patience=params.patience, tolerance=params.tolerance,
+                            deadline=self.deadline)
+        outcome = optimize(start, wide, self.prior, self.term_weights(radius), schedule, self.seed,
+                           self.device)
+        return Fill(outcome.pixels, outcome.iterations, outcome.loss)
+
+
+class Hallucinate(TotalVariation):
+    """Optimisation with TV, the context term and the seed's hallucination term."""
+
+    name = "hallucinate"
+    Params = HallucinateParams
+
+    def __init__(self, params=None, device="cpu", seed=0, weights=None):
+        super().__init__(params, device, seed, weights)
+        self.prior = load_prior(self.params.model, weights).to(device)
+        # Read by the worker into the manifest.
+        self.model_name = self.prior.name
+        self.weights_sha256 = self.prior.weights_sha256
+
+    def term_weights(self, radius: float) -> Weights:
+        share = min(1.0, radius / self.params.wide_radius)
+        return Weights(
+            hallucination=self.params.hallucination_weight * share,
+            tv=self.params.tv_weight,
+            context=self.params.context_weight * share,
+            tv_beta=self.params.tv_beta,
+        )
+
+
+def initial_fill(image: np.ndarray, mask: np.ndarray, kind: str) -> np.ndarray:
+    if kind == "fsr":
+        filled = fsr_fill(image, mask)
+    elif kind == "telea":
+        from pipeline.methods.opencv import Telea
+
+        filled = Telea().fill(image, mask).pixels
+    else:
+        filled = biharmonic_fill(image, mask)
+    return np.where(mask[:, :, None], filled, image).astype(np.float32)
+
+
+def wide_holes(mask: np.ndarray, thin_radius: float) -> tuple[np.ndarray, float]:
+    """The hole pixels of regions wider than `thin_radius`, and the widest region's radius.
+
+    Radius: the largest distance from a hole pixel to the nearest known pixel.
+    """
+    distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
+    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    if count <= 1:
+        return np.zeros_like(mask), 0.0
+    radii = np.zeros(count, np.float32)
+    np.maximum.at(radii, labels.ravel(), distance.ravel())
+    radii[0] = 0
+    wide_labels = radii > thin_radius
+    return wide_labels[labels] & mask, float(radii.max())
