@@ -67,7 +67,9 @@ class Context:
         self.settings = settings
         self.params = params
         self.device = device
-        self.method: Method = load_method(settings.method, settings.method_params, device)
+        # `inpaint detect` fills nothing: it needs no inpainting method.
+        self.method: Method | None = None if settings.task == "detect" else load_method(
+            settings.method, settings.method_params, device, settings.seed, settings.weights)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.model = getattr(self.method, "model_name", None)
         self.weights_sha256 = getattr(self.method, "weights_sha256", None)
