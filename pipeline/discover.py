@@ -48,13 +48,13 @@ def list_images(images: str, storage_options: dict | None = None) -> tuple[str, 
     if any(char in path for char in _GLOB_CHARS):
         root = _glob_root(path)
         listing = storage.with_retries(lambda: fs.glob(path, detail=True), f"list {images}")
-    elif storage.with_retries(lambda: fs.isdir(path), f"stat {images}"):
-        root = path.rstrip("/")
-        listing = storage.with_retries(lambda: fs.find(path, detail=True), f"list {images}")
-    elif storage.with_retries(lambda: fs.exists(path), f"stat {images}"):
-        raise UsageError(f"IMAGES must be a folder or a glob, not a single file: {images}")
     else:
-        raise UsageError(f"IMAGES not found: {images}")
+        root = path.rstrip("/")
+        listing = _list_folder(fs, path, images)
+        if listing is None:
+            raise UsageError(f"IMAGES not found: {images}")
+        if list(listing) == [root]:
+            raise UsageError(f"IMAGES must be a folder or a glob, not a single file: {images}")
     found = {}
     for name, info in listing.items():
         if info.get("type", "file") != "file" or not is_image_name(name):
@@ -62,6 +62,15 @@ def list_images(images: str, storage_options: dict | None = None) -> tuple[str, 
         relative = posixpath.relpath(name, root) if root else name
         found[relative] = info
     return storage.full_uri(fs, root), found
+
+
+def _list_folder(fs, path: str, uri: str) -> dict[str, dict] | None:
+    """Everything under `path` in one recursive listing, paged by the backend; None if
+    nothing is there. No `isdir` first: on object stores it lists the folder once more."""
+    listing = storage.with_retries(lambda: fs.find(path, detail=True), f"list {uri}")
+    if not listing and not storage.with_retries(lambda: fs.isdir(path), f"stat {uri}"):
+        return None
+    return listing
 
 
 def _glob_root(pattern: str) -> str:
@@ -77,10 +86,10 @@ def _glob_root(pattern: str) -> str:
 def list_masks(masks: str, storage_options: dict | None = None) -> dict[str, tuple[str, dict]]:
     """Index a mask folder by relative path without extension: `{stem: (uri, info)}`."""
     fs, path = storage.filesystem(masks, storage_options)
-    if not storage.with_retries(lambda: fs.isdir(path), f"stat {masks}"):
-        raise UsageError(f"MASKS is not a folder: {masks}")
-    listing = storage.with_retries(lambda: fs.find(path, detail=True), f"list {masks}")
+    listing = _list_folder(fs, path, masks)
     root = path.rstrip("/")
+    if listing is None or list(listing) == [root]:
+        raise UsageError(f"MASKS is not a folder: {masks}")
     index: dict[str, tuple[str, dict]] = {}
     for name, info in sorted(listing.items()):
         if is_image_name(name):
