@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from pipeline import manifest, restore_items, storage
 from pipeline.cli import app
-from pipeline.discover import pair
+from pipeline.discover import UsageError, pair
 from pipeline.settings import RunSettings
 
 
@@ -97,7 +97,16 @@ def test_listing_is_paged_with_no_request_per_key(s3):
     requests = s3.requests()[requests_before:]
     assert len(items) == count
     assert not [r for r in requests if r.startswith("HEAD") and "/images/0" in r]
-    assert len([r for r in requests if "list-type=2" in r]) <= 4, requests
+    pages = [r for r in requests if "list-type=2" in r]
+    assert len(pages) == 2, pages  # 1,050 keys: one listing, two pages of at most 1,000
+
+
+def test_images_that_is_a_file_or_missing_is_a_usage_error(s3):
+    s3.filesystem().pipe_file(s3.uri("one/photo.png"), b"x")
+    with pytest.raises(UsageError, match="not a single file"):
+        pair(s3.uri("one/photo.png"), mask=s3.uri("one/photo.png"))
+    with pytest.raises(UsageError, match="IMAGES not found"):
+        pair(s3.uri("nowhere"), mask=s3.uri("one/photo.png"))
 
 
 def test_writes_are_one_put_of_the_finished_bytes(s3):
