@@ -164,6 +164,12 @@ def run_command(
                                               "end.")] = True,
     run_id: Annotated[str | None, typer.Option(help="Run id (default: time + random).")] =
         None,
+    hand_masks: Annotated[str | None, typer.Option(help="With --masks auto: hand-made masks "
+                                                        "that win over detection.")] = None,
+    detector: Annotated[str, typer.Option(help="With --masks auto: damage detector "
+                                               "(auto|learned|infrared|tophat).")] = "auto",
+    sensitivity: Annotated[float, typer.Option(help="With --masks auto: 0..1, higher flags "
+                                                    "more.")] = 0.5,
 ) -> None:
     """Restore every photo under IMAGES into OUT, recording one manifest row per item.
 
@@ -178,7 +184,7 @@ def run_command(
         invert_mask=invert_mask, resize_masks=resize_masks, output_format=output_format,
         seed=seed, weights=weights, max_pixels=max_pixels, manifest=manifest,
         storage_options=parse_storage_options(storage_options), limit=limit, report=report,
-        run_id=run_id,
+        run_id=run_id, hand_masks=hand_masks, detector=detector, sensitivity=sensitivity,
     )
     try:
         if dry_run:
@@ -205,6 +211,50 @@ def print_summary(summary) -> None:
         + (f"\nreport: {summary.report_uri}" if summary.report_uri else ""),
         highlight=False, markup=False, soft_wrap=True,  # paths stay whole in logs
     )
+
+
+@app.command("detect")
+def detect_command(
+    images: Annotated[str, typer.Argument(help="Folder (recursive) or glob of scanned photos; "
+                                               "any fsspec URI.")],
+    out: Annotated[str, typer.Option("--out", "-o", help="Where masks go (same relative "
+                                                         "paths, .png, white = damage).")],
+    method: Annotated[str, typer.Option(help="Detector: auto (infrared when the scan has an "
+                                             "IR channel, else learned), learned, infrared, "
+                                             "tophat.")] = "auto",
+    sensitivity: Annotated[float, typer.Option(help="0..1, higher flags fainter damage.")] =
+        0.5,
+    workers: Annotated[int, typer.Option(help="Ray actors.")] = 1,
+    batch_size: Annotated[int, typer.Option(help="Items per Ray task.")] = 4,
+    address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
+    force: Annotated[bool, typer.Option(help="Redo items the manifest says are done.")] =
+        False,
+    manifest: Annotated[str | None, typer.Option(help="Manifest folder (default "
+                                                      "OUT/_manifest).")] = None,
+    storage_options: Annotated[str | None, typer.Option(help="JSON passed to fsspec.")] =
+        None,
+    limit: Annotated[int | None, typer.Option(help="Process only the first N items.")] = None,
+) -> None:
+    """Find dust, scratches and hairs: write one damage mask per photo and a manifest.
+
+    Example: inpaint detect scans/ --out masks/ --sensitivity 0.6
+    """
+    from pipeline import runner
+
+    settings = build_settings(
+        images=images, out=out, task="detect", detector=method, sensitivity=sensitivity,
+        method="telea", workers=workers, batch_size=batch_size, address=address, force=force,
+        manifest=manifest, storage_options=parse_storage_options(storage_options),
+        limit=limit, report=False,
+    )
+    try:
+        work = runner.plan(settings)
+        with _Reporter(len(work.todo)) as reporter:
+            summary = runner.run(settings, progress=reporter, work=work)
+    except UsageError as error:
+        fail_usage(str(error))
+    print_summary(summary)
+    raise typer.Exit(1 if summary.failed else 0)
 
 
 @app.command("methods")

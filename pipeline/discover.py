@@ -125,13 +125,21 @@ def pair(
     masks: str | None = None,
     mask: str | None = None,
     storage_options: dict | None = None,
+    hand_masks: str | None = None,
 ) -> list[Item]:
-    """List IMAGES and pair each photo with its mask; unpaired photos carry a `problem`."""
+    """List IMAGES and pair each photo with its mask; unpaired photos carry a `problem`.
+
+    With `masks="auto"` a photo's mask is detected by the worker (`mask_uri` None), unless
+    `hand_masks` holds a hand-made mask for it: a person's mask always wins.
+    """
     if masks and mask:
         raise UsageError("give either --masks or --mask, not both")
+    if hand_masks and masks != "auto":
+        raise UsageError("--hand-masks goes with --masks auto")
     root, found = list_images(images, storage_options)
     image_fs, _ = storage.filesystem(images, storage_options)
-    mask_index = list_masks(masks, storage_options) if masks and masks != "auto" else {}
+    mask_folder = hand_masks if masks == "auto" else masks
+    mask_index = list_masks(mask_folder, storage_options) if mask_folder else {}
     broadcast = single_mask_info(mask, storage_options) if mask else None
     items = []
     for relative in sorted(found):
@@ -164,7 +172,8 @@ def pair(
 
 
 def _auto_mask(relative: str, mask_index: dict) -> tuple[str | None, dict | None]:
-    return None, None
+    """A hand-made mask where one exists; otherwise (None, None): the worker detects one."""
+    return mask_index.get(posixpath.splitext(relative)[0], (None, None))
 
 
 def check_output_location(images: str, out: str, storage_options: dict | None = None) -> None:

@@ -37,6 +37,8 @@ SCHEMA = pa.schema(
         ("width", pa.int64()),
         ("height", pa.int64()),
         ("hole_fraction", pa.float64()),
+        ("damage_fraction", pa.float64()),
+        ("defects", pa.string()),
         ("iterations", pa.int64()),
         ("loss", pa.float64()),
         ("seconds", pa.float64()),

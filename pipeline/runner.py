@@ -79,7 +79,8 @@ def validate(settings: RunSettings, in_process: bool = False) -> str:
 def plan(settings: RunSettings, in_process: bool = False) -> Plan:
     """Discover and pair items, then split them into work to do and work resume skips."""
     params = validate(settings, in_process)
-    items = discover.pair(settings.images, settings.masks, settings.mask, settings.storage_options)
+    items = discover.pair(settings.images, settings.masks, settings.mask, settings.storage_options,
+                          settings.hand_masks)
     if settings.limit:
         items = items[: settings.limit]
     done = set() if settings.force else manifest.completed(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 OutputFormat = Literal["png", "jpeg", "tiff", "webp"]
 
@@ -29,6 +29,15 @@ class RunSettings(BaseModel):
         description="Folder of masks mirroring IMAGES, or 'auto' to detect damage.",
     )
     mask: str | None = Field(default=None, description="One mask applied to every image.")
+    hand_masks: str | None = Field(
+        default=None,
+        description="With masks='auto': folder of hand-made masks that win over detection.",
+    )
+    task: Literal["restore", "detect"] = Field(
+        default="restore", description="'detect' writes damage masks to OUT instead.")
+    detector: Literal["auto", "learned", "infrared", "tophat"] = Field(
+        default="auto", description="Damage detector (pipeline.detect.DETECTORS).")
+    sensitivity: float = Field(default=0.5, ge=0, le=1, description="Detector sensitivity.")
     manifest: str | None = Field(default=None, description="Manifest folder (OUT/_manifest).")
     method: str = DEFAULT_METHOD
     method_params: dict[str, Any] = Field(default_factory=dict)
@@ -70,12 +79,25 @@ class RunSettings(BaseModel):
             )
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _detect_needs_no_masks(cls, values: Any) -> Any:
+        # `detect` finds every mask itself: pair photos the way `--masks auto` does.
+        if isinstance(values, dict) and values.get("task") == "detect" and not values.get("masks"):
+            values = {**values, "masks": "auto"}
+        return values
+
     def manifest_uri(self) -> str:
         return self.manifest or self.out.rstrip("/") + "/_manifest"
 
     def output_params(self, method_params: dict[str, Any]) -> dict[str, Any]:
         """The settings that decide the output pixels and bytes, with resolved method params."""
-        return {
+        detection = {"detector": self.detector, "sensitivity": self.sensitivity}
+        if self.task == "detect":
+            return {"task": "detect", **detection, "max_pixels": self.max_pixels}
+        # Detection decides the masks of `--masks auto`, so its settings decide the output.
+        auto = {**detection, "hand_masks": self.hand_masks} if self.masks == "auto" else {}
+        return auto | {
             "method": self.method,
             "method_params": method_params,
             "invert_mask": self.invert_mask,

@@ -15,7 +15,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline import imageio, manifest, storage
+from pipeline import autodetect, imageio, manifest, storage
 from pipeline.discover import Item
 from pipeline.masks import MaskError, decode_mask, hole_fraction
 from pipeline.methods import Method, NothingToConditionOn, load_method
@@ -103,7 +103,10 @@ def restore_item(item: Item, context: Context) -> dict[str, Any]:
     try:
         if item.problem:
             raise MaskError(item.problem)
-        row |= _restore(item, context)
+        if context.settings.task == "detect":
+            row |= autodetect.detect_item(item, context.settings)
+        else:
+            row |= _restore(item, context)
     except Exception as error:
         row |= {"status": "failed", "error": _describe(error), "error_kind": error_kind(error),
                 "output_uri": None}
@@ -121,13 +124,18 @@ def _restore(item: Item, context: Context) -> dict[str, Any]:
     settings = context.settings
     image_fs, image_path = storage.filesystem(item.image_uri, settings.storage_options)
     image_bytes = storage.read_bytes(image_fs, image_path)
-    mask_bytes = _read_mask(item, settings)
     photo = imageio.decode(image_bytes, settings.max_pixels)
-    # One mask for every photo (--mask, the watermark case) is resized to each of them.
-    resize = settings.resize_masks or settings.mask is not None
-    mask = decode_mask(mask_bytes, (photo.height, photo.width), settings.invert_mask, resize,
-                       settings.max_pixels)
-    facts = {
+    found: dict[str, Any] = {}
+    if item.mask_uri is None and settings.masks == "auto":
+        mask, found = autodetect.auto_mask(item, photo, image_bytes, settings)
+        mask_bytes = b""
+    else:
+        mask_bytes = _read_mask(item, settings)
+        # One mask for every photo (--mask, the watermark case) is resized to each of them.
+        resize = settings.resize_masks or settings.mask is not None
+        mask = decode_mask(mask_bytes, (photo.height, photo.width), settings.invert_mask,
+                           resize, settings.max_pixels)
+    facts = found | {
         "input_sha256": hashlib.sha256(image_bytes + mask_bytes).hexdigest(),
         "width": photo.width,
         "height": photo.height,

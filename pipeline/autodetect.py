@@ -1,0 +1,77 @@
+"""Damage detection inside the pipeline: the per-item work of `inpaint detect`, and the
+detected masks of `inpaint run --masks auto`, written beside the outputs for a person to
+check and correct (OUT/_masks/<relative path>.png).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from typing import Any
+
+import numpy as np
+
+from pipeline import imageio, storage
+from pipeline.detect import Detection, detect, read_infrared
+from pipeline.discover import Item
+from pipeline.masks import encode_mask, hole_fraction
+from pipeline.settings import RunSettings
+
+MASKS_FOLDER = "_masks"
+
+
+def mask_uri_for(base: str, relative_path: str) -> str:
+    """Where the mask of `relative_path` goes under `base`: same relative path, `.png`."""
+    return storage.join(base, posixpath.splitext(relative_path)[0] + ".png")
+
+
+def find_damage(photo: imageio.Photo, image_bytes: bytes, settings: RunSettings) -> Detection:
+    """Run the chosen detector on a decoded photo; the IR channel comes from the raw bytes."""
+    infrared = read_infrared(image_bytes)
+    if infrared is not None and infrared.shape[:2] != photo.pixels.shape[:2]:
+        # The photo was shown upright from EXIF orientation; RGBI scans carry none.
+        raise imageio.ImageDecodeError("IR channel and photo differ in size or orientation")
+    return detect(photo.pixels, settings.detector, settings.sensitivity, infrared)
+
+
+def detection_facts(detection: Detection) -> dict[str, Any]:
+    return {"damage_fraction": detection.damage_fraction,
+            "defects": json.dumps(detection.defects, sort_keys=True)}
+
+
+def auto_mask(item: Item, photo: imageio.Photo, image_bytes: bytes,
+              settings: RunSettings) -> tuple[np.ndarray, dict[str, Any]]:
+    """Detect the damage of one photo for `run --masks auto`; write the mask beside the
+    outputs and return it with the manifest facts (its URI included)."""
+    detection = find_damage(photo, image_bytes, settings)
+    uri = mask_uri_for(storage.join(settings.out, MASKS_FOLDER), item.relative_path)
+    _write(uri, encode_mask(detection.mask), settings)
+    return detection.mask, detection_facts(detection) | {"mask_uri": uri}
+
+
+def detect_item(item: Item, settings: RunSettings) -> dict[str, Any]:
+    """The work of `inpaint detect` for one item: read, detect, write the mask PNG."""
+    fs, path = storage.filesystem(item.image_uri, settings.storage_options)
+    image_bytes = storage.read_bytes(fs, path)
+    photo = imageio.decode(image_bytes, settings.max_pixels)
+    detection = find_damage(photo, image_bytes, settings)
+    data = encode_mask(detection.mask)
+    uri = mask_uri_for(settings.out, item.relative_path)
+    _write(uri, data, settings)
+    return detection_facts(detection) | {
+        "status": "ok",
+        "method": detection.detector,
+        "input_sha256": hashlib.sha256(image_bytes).hexdigest(),
+        "width": photo.width,
+        "height": photo.height,
+        "hole_fraction": hole_fraction(detection.mask),
+        "input_bytes": len(image_bytes),
+        "output_uri": uri,
+        "output_bytes": len(data),
+    }
+
+
+def _write(uri: str, data: bytes, settings: RunSettings) -> None:
+    fs, path = storage.filesystem(uri, settings.storage_options)
+    storage.write_atomic(fs, path, data)
