@@ -14,7 +14,7 @@ from typing import ClassVar
 
 import fsspec
 import pytest
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from fsspec.implementations.memory import MemoryFileSystem
 
 from pipeline import restore_items, storage
@@ -132,6 +132,10 @@ def client_error(code: str, status: int) -> ClientError:
         (client_error("SlowDown", 503), True),
         (client_error("InternalError", 500), True),
         (OSError("503 Service Unavailable"), True),
+        (EndpointConnectionError(endpoint_url="http://127.0.0.1:9"), True),
+        (ReadTimeoutError(endpoint_url="http://127.0.0.1:9"), True),
+        (client_error("RequestTimeout", 400), True),
+        (OSError("HTTP 429 Too Many Requests"), True),
         (FileNotFoundError("s3://bucket/missing.png"), False),
         (PermissionError("Access Denied"), False),
         (client_error("AccessDenied", 403), False),
