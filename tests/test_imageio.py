@@ -190,18 +190,21 @@ def test_jpeg_keeps_its_tables_and_loses_no_more_than_a_same_settings_re_encode(
     assert ours_error < reencode_error + 0.25
 
 
+@pytest.mark.parametrize("image_format", ["PNG", "TIFF"])
 @pytest.mark.parametrize("orientation", range(1, 9))
-def test_masks_refer_to_the_displayed_photo_and_the_layout_is_kept(orientation):
+def test_masks_refer_to_the_displayed_photo_and_the_layout_is_kept(orientation, image_format):
     stored = rgb()
     exif = Image.Exif()
     exif[imageio.ORIENTATION_TAG] = orientation
-    data = encoded(stored, "PNG", exif=exif.tobytes())
+    options = {"exif": exif.tobytes()} if image_format == "PNG" else {
+        "tiffinfo": {imageio.ORIENTATION_TAG: orientation}}
+    data = encoded(stored, image_format, **options)
     displayed = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
     photo, mask, out = restore(data)
     assert (photo.pixels == displayed).all()
     result = Image.open(io.BytesIO(out))
     assert result.size == Image.open(io.BytesIO(data)).size
-    assert result.getexif()[imageio.ORIENTATION_TAG] == orientation
+    assert result.getexif().get(imageio.ORIENTATION_TAG, 1) == orientation
     shown = np.asarray(ImageOps.exif_transpose(result))
     assert (shown[~mask] == displayed[~mask]).all() and (shown[mask] != displayed[mask]).any()
 
@@ -228,6 +231,8 @@ def test_exif_icc_and_dpi_are_kept(image_format):
     assert tags[imageio.ORIENTATION_TAG] == 6 and tags[271] == "Hasselblad"
     shown = np.asarray(ImageOps.exif_transpose(result))
     assert shown.shape[:2] == (64, 43)
+    if image_format in ("PNG", "TIFF"):
+        assert (shown[~mask] == photo.pixels[~mask]).all()
 
 
 @pytest.mark.parametrize(
