@@ -32,6 +32,9 @@ ORIENTATION_TAG = 0x0112
 TIFF_DESCRIPTIVE_TAGS = (269, 270, 271, 272, 274, 285, 305, 306, 315, 316, 33432)
 # Camera JPEGs with a preview image open as MPO; the restored photo is their first frame.
 FORMAT_ALIASES = {"MPO": "JPEG"}
+PALETTE_CHUNK = 16_384  # colours matched per step: 16k x 256 entries x 3 x 4 B = 50 MB
+
+
 class ImageDecodeError(ValueError):
     """The bytes are not a photo we can restore; the message says why, for the manifest."""
 
@@ -273,8 +276,11 @@ def changed_pixels(before: np.ndarray, after: np.ndarray) -> np.ndarray:
 def nearest_palette_index(colours: np.ndarray, palette: list[int]) -> np.ndarray:
     """Index of the nearest palette entry (RGB distance) for each colour, no dithering."""
     entries = np.asarray(palette, np.int32).reshape(-1, 3)
-    distances = ((colours[:, None, :].astype(np.int32) - entries[None]) ** 2).sum(axis=2)
-    return distances.argmin(axis=1).astype(np.uint8)
+    indices = np.empty(len(colours), np.uint8)
+    for start in range(0, len(colours), PALETTE_CHUNK):
+        chunk = colours[start:start + PALETTE_CHUNK, None, :].astype(np.int32)
+        indices[start:start + PALETTE_CHUNK] = ((chunk - entries[None]) ** 2).sum(2).argmin(1)
+    return indices
 
 
 def _to_image(array: np.ndarray, mode: str, palette: list[int] | None) -> Image.Image:
