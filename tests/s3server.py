@@ -43,7 +43,14 @@ class S3:
         return s3fs.S3FileSystem(endpoint_url=self.endpoint, skip_instance_cache=True)
 
     def requests(self) -> list[str]:
-        """Request lines the server has logged so far, e.g. 'GET /bucket?list-type=2...'."""
+        """Request lines the server has logged so far, e.g. 'GET /bucket?list-type=2...'.
+
+        The server logs a request just after answering it, so wait until the log is quiet.
+        """
+        size, deadline = -1, time.monotonic() + 5
+        while size != self.log.stat().st_size and time.monotonic() < deadline:
+            size = self.log.stat().st_size
+            time.sleep(0.3)
         lines = self.log.read_text(errors="replace").splitlines()
         return [line.split('"')[1] for line in lines if line.count('"') >= 2]
 
