@@ -75,12 +75,12 @@ def add_damage(image: np.ndarray, seed: int = 0, params: DamageParams | None = N
     label = np.zeros((height, width), np.uint8)
     for kind in kinds:
         for _ in range(_count(kind, rng, params, height * width)):
-            shape = _draw(kind, rng, params, height, width)
+            shape, box = _draw(kind, rng, params, height, width)
             # Later defects lie on top of earlier ones.
-            on_top = shape > coverage
-            coverage = np.maximum(coverage, shape)
-            grey[on_top], opacity[on_top] = _tone(rng, params, kind)
-            label[on_top] = KINDS[kind]
+            on_top = shape > coverage[box]
+            coverage[box] = np.maximum(coverage[box], shape)
+            grey[box][on_top], opacity[box][on_top] = _tone(rng, params, kind)
+            label[box][on_top] = KINDS[kind]
     damaged, change = _blend(image, coverage, opacity, grey, rng.uniform(*params.blur_sigma))
     mask = change >= MIN_CHANGE
     label = _spread_labels(label, mask)
@@ -125,21 +125,35 @@ def _blend(image: np.ndarray, coverage: np.ndarray, opacity: np.ndarray, grey: n
     return np.clip(np.rint(damaged * scale), 0, scale).astype(image.dtype), change
 
 
-def _draw(kind: str, rng, params: DamageParams, height: int, width: int) -> np.ndarray:
-    """One defect's coverage (float32 HxW in [0, 1]), supersampled for sub-pixel widths."""
+def _draw(kind: str, rng, params: DamageParams, height: int,
+          width: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """One defect's coverage (float32 in [0, 1]) over the box it occupies, supersampled for
+    sub-pixel widths; drawn in its own box so that cost follows the defect, not the photo."""
     s = SUPERSAMPLE
-    canvas = np.zeros((height * s, width * s), np.uint8)
     if kind == "dust":
-        _speck(canvas, rng, params, height, width)
+        outline, thickness = _speck(rng, params, height, width), 0
     else:
         prefix = "scratch" if kind == "scratch" else "hair"
         length = rng.uniform(*getattr(params, f"{prefix}_length")) * max(height, width)
-        thickness = rng.uniform(*getattr(params, f"{prefix}_width"))
-        points = _curve(rng, height, width, length, getattr(params, f"{prefix}_bend"))
-        cv2.polylines(canvas, [np.round(points * s).astype(np.int32).reshape(-1, 1, 2)], False,
-                      255, max(1, int(round(thickness * s))), lineType=cv2.LINE_8)
-    small = cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA)
-    return small.astype(np.float32) / 255
+        thickness = max(1, int(round(rng.uniform(*getattr(params, f"{prefix}_width")) * s)))
+        outline = _curve(rng, height, width, length, getattr(params, f"{prefix}_bend")) * s
+    reach = thickness // 2 + 2
+    top = int(np.clip(np.floor((outline[:, 1].min() - reach) / s), 0, height))
+    left = int(np.clip(np.floor((outline[:, 0].min() - reach) / s), 0, width))
+    bottom = int(np.clip(np.ceil((outline[:, 1].max() + reach) / s), top, height))
+    right = int(np.clip(np.ceil((outline[:, 0].max() + reach) / s), left, width))
+    box = (slice(top, bottom), slice(left, right))
+    if bottom == top or right == left:
+        return np.zeros((bottom - top, right - left), np.float32), box
+    canvas = np.zeros(((bottom - top) * s, (right - left) * s), np.uint8)
+    points = np.round(outline - [left * s, top * s]).astype(np.int32)
+    if kind == "dust":
+        cv2.fillPoly(canvas, [points], 255)
+    else:
+        cv2.polylines(canvas, [points.reshape(-1, 1, 2)], False, 255, thickness,
+                      lineType=cv2.LINE_8)
+    small = cv2.resize(canvas, (right - left, bottom - top), interpolation=cv2.INTER_AREA)
+    return small.astype(np.float32) / 255, box
 
 
 def _curve(rng, height: int, width: int, length: float, bend: float) -> np.ndarray:
@@ -155,14 +169,14 @@ def _curve(rng, height: int, width: int, length: float, bend: float) -> np.ndarr
     return np.array(points)
 
 
-def _speck(canvas: np.ndarray, rng, params: DamageParams, height: int, width: int) -> None:
+def _speck(rng, params: DamageParams, height: int, width: int) -> np.ndarray:
+    """The outline of one dust speck, in supersampled pixels."""
     s = SUPERSAMPLE
     diameter = rng.uniform(*params.dust_size)
     centre = np.array([rng.uniform(0, width), rng.uniform(0, height)]) * s
     angles = np.sort(rng.uniform(0, 2 * np.pi, 7))
     radii = diameter * s / 2 * rng.uniform(0.6, 1.25, angles.size)
-    outline = centre + np.stack([np.cos(angles), np.sin(angles)], 1) * radii[:, None]
-    cv2.fillPoly(canvas, [np.round(outline).astype(np.int32)], 255)
+    return centre + np.stack([np.cos(angles), np.sin(angles)], 1) * radii[:, None]
 
 
 def synthetic_infrared(damage: Damage, seed: int = 0) -> np.ndarray:
