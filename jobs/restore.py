@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from pipeline import jobspec, runner
 from pipeline.discover import UsageError
+from pipeline.storage import StorageError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -41,6 +42,16 @@ def load_spec(args: argparse.Namespace) -> jobspec.JobSpec:
         raise jobspec.SpecError(jobspec.describe(error, "--spec-json", {}, set())) from None
 
 
+def plan(settings) -> runner.Plan:
+    """`runner.plan`, with storage that cannot be listed (a missing bucket, a denial) as a
+    configuration error: the job log then ends in one line that says why."""
+    try:
+        return runner.plan(settings)
+    except (OSError, StorageError) as error:
+        raise UsageError(f"cannot list the job's storage (images {settings.images}, "
+                         f"out {settings.out}): {type(error).__name__}: {error}") from None
+
+
 def _where(uri: str) -> str:
     """Local paths in full: relative ones resolve inside the job's working_dir."""
     return uri if "://" in uri else os.path.abspath(uri)
@@ -58,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"job {spec.name}: restoring {settings.images} -> {_where(settings.out)} with "
               f"{settings.method} on {settings.workers} worker(s), "
               f"{settings.gpus_per_worker:g} GPU each", flush=True)
-        work = runner.plan(settings)
+        work = plan(settings)
         with _Reporter(len(work.todo)) as reporter:
             summary = runner.run(settings, progress=reporter, work=work)
     except UsageError as error:

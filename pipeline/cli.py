@@ -398,9 +398,18 @@ app.command("submit")(submit_command)
 def _follow_to_exit(target, job_id: str) -> None:
     from pipeline.cluster import exit_code
 
-    info = target.follow(job_id, write=lambda text: print(text, end="", flush=True))
-    _note(f"job {job_id}: {info.status}" + (f": {info.message}" if info.message else ""))
+    try:
+        info = target.follow(job_id, write=lambda text: print(text, end="", flush=True))
+    except KeyboardInterrupt:
+        _note(f"stopped following; the job goes on (`inpaint stop {job_id}` stops it)")
+        raise typer.Exit(130) from None
+    _note(f"job {job_id}: {info.status}: {_first_line(info.message)}")
     raise typer.Exit(exit_code(info))
+
+
+def _first_line(message: str | None) -> str:
+    """Ray's job message, less the copy of the logs it appends on failure."""
+    return (message or "-").splitlines()[0].removesuffix(":")
 
 
 def _when(epoch_ms: int | None) -> str:
@@ -420,7 +429,7 @@ def status_command(job: JobArgument, address: AddressOption = None) -> None:
     except UsageError as error:
         fail_usage(str(error))
     Console().print(f"{job}: {info.status}\nstarted: {_when(info.start_time)} UTC\n"
-                    f"ended: {_when(info.end_time)} UTC\nmessage: {info.message or '-'}",
+                    f"ended: {_when(info.end_time)} UTC\nmessage: {_first_line(info.message)}",
                     highlight=False, markup=False)
 
 
@@ -481,8 +490,11 @@ def jobs_command(
     for job in jobs:
         table.add_row(job.submission_id, (job.metadata or {}).get("inpaint_spec", "-"),
                       str(job.status), _when(job.start_time), _when(job.end_time),
-                      (job.message or "")[:60])
-    Console(width=200).print(table)
+                      _first_line(job.message)[:60])
+    out = Console()
+    if not out.is_terminal:  # whole ids in pipes and logs, where rich would assume 80 columns
+        out = Console(width=200)
+    out.print(table)
 
 
 def main() -> None:

@@ -103,9 +103,11 @@ class Cluster:
         from ray.job_submission import JobSubmissionClient
 
         self.address = address
-        # Ray logs each file it leaves out of the upload at INFO, and that .git is left out.
-        logging.getLogger("ray").setLevel(logging.WARNING)
-        logging.getLogger("ray._private.runtime_env.working_dir").setLevel(logging.ERROR)
+        # Ray logs each file it leaves out of the upload, that .git is left out, and the
+        # closing of every log stream; "Uploading package" stays.
+        for name in ("ray._private.runtime_env.packaging", "ray.dashboard.modules.job.sdk",
+                     "ray._private.runtime_env.working_dir"):
+            logging.getLogger(name).setLevel(logging.ERROR)
         with _plain_errors(address):
             self.client = JobSubmissionClient(address, headers=auth_headers())
 

@@ -107,9 +107,36 @@ def parse(text: str, source: str, overrides: Mapping[str, Any] | None = None) ->
     data, lines = _read_yaml(text, source)
     overrides = dict(overrides or {})
     try:
-        return JobSpec.model_validate({**data, **overrides})
+        spec = JobSpec.model_validate({**data, **overrides})
     except ValidationError as error:
         raise SpecError(describe(error, source, lines, set(overrides))) from None
+    _check_method(spec, source, lines, set(overrides))
+    return spec
+
+
+def _check_method(spec: JobSpec, source: str, lines: Lines, overridden: set[str]) -> None:
+    """Fail on the submitting machine, not minutes later on the cluster, for a method or
+    method params that cannot work."""
+    from pipeline.methods import UnknownMethodError, resolve_params
+
+    try:
+        resolve_params(spec.method, spec.method_params)
+    except UnknownMethodError as error:
+        problem = ("method", str(error))
+    except ValidationError as error:
+        item = error.errors()[0]
+        where = ".".join(str(part) for part in ("method_params", *item["loc"]))
+        problem = (where, item["msg"].removeprefix("Value error, "))
+    except ValueError as error:
+        problem = ("method_params", str(error))
+    else:
+        return
+    field, message = problem
+    loc = tuple(field.split("."))
+    if loc[0] in overridden:
+        raise SpecError(f"command line: {field}: {message}")
+    line = next((lines[loc[:n]] for n in range(len(loc), -1, -1) if loc[:n] in lines), 1)
+    raise SpecError(f"{source}:{line}: {field}: {message}")
 
 
 def _read_yaml(text: str, source: str) -> tuple[dict[str, Any], Lines]:

@@ -134,3 +134,12 @@ def test_entrypoint_exits_2_when_the_inputs_are_missing(tmp_path, capsys):
     spec.write_text(f"images: {tmp_path}/nowhere\nout: {tmp_path}/out\nmethod: telea\n")
     assert restore.main(["--spec", str(spec)]) == 2
     assert "IMAGES not found" in capsys.readouterr().err
+
+
+def test_methods_and_their_params_are_checked_before_anything_is_submitted():
+    assert errors_of("images: a\nout: b\nmethod: nope\n")[0].startswith(
+        "spec.yaml:3: method: unknown method 'nope'; choose from ")
+    assert errors_of("images: a\nout: b\nmethod: telea\nmethod_params:\n  radius: -1\n") == [
+        "spec.yaml:5: method_params.radius: Input should be greater than 0"]
+    assert errors_of("images: a\nout: b\n", {"method": "nope"})[0].startswith(
+        "command line: method: unknown method 'nope'")
