@@ -75,20 +75,22 @@ class Method:
         if mask.all():
             raise NothingToConditionOn("the mask covers the whole image: nothing to fill from")
         colour, alpha = split_alpha(image)
-        working = to_float(colour)
-        filled, iterations, losses = working.copy(), 0, []
+        # Only crops go to float: a 40 MP 16-bit scan with a few scratches must not cost
+        # several full-frame float copies. Pixels outside the mask are never assigned.
+        pixels, iterations, losses = image.copy(), 0, []
         for top, left, bottom, right in hole_regions(mask, self.context_margin,
                                                      self.full_frame_above):
             crop_mask = mask[top:bottom, left:right]
-            result = self.fill(working[top:bottom, left:right], crop_mask)
-            filled[top:bottom, left:right][crop_mask] = result.pixels[crop_mask]
+            crop = colour[top:bottom, left:right]
+            result = self.fill(to_float(crop), crop_mask)
+            filled = from_float(result.pixels, colour.dtype).reshape(crop.shape)
+            target = pixels[top:bottom, left:right]
+            if alpha is not None:
+                target = target[:, :, :3]
+            target[crop_mask] = filled[crop_mask]
             iterations += result.iterations or 0
             if result.loss is not None:
                 losses.append(result.loss)
-        pixels = from_float(filled, colour.dtype).reshape(colour.shape)
-        pixels[~mask] = colour[~mask]
-        if alpha is not None:
-            pixels = np.concatenate([pixels, alpha], axis=2)
         return Result(
             pixels,
             iterations=iterations if iterations else None,
