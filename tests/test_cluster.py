@@ -105,52 +105,53 @@ def cli(ray_head, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.cluster
-def test_submit_example_spec_waits_and_records_then_resubmission_is_a_noop(cli, tmp_path):
-    out = tmp_path / "restored"
-    result = cli("submit", "jobs/restore-archive.yaml", "--method", "telea", "--out", str(out),
-                 "--wait")
+def test_example_spec_runs_as_shipped_and_a_resubmission_starts_nothing(cli, tmp_path):
+    out = tmp_path / "dataset"
+    result = cli("submit", "jobs/preprocess-dataset.yaml", "--out", str(out), "--wait")
     assert result.exit_code == 0, result.output
     job_id = result.stdout.splitlines()[0]
-    slot = jobspec.load(ROOT / "jobs/restore-archive.yaml").schedule_slot()
-    assert job_id == f"restore-archive-{slot:%Y%m%dT%H%MZ}"  # derived from name + slot
+    assert job_id.startswith("preprocess-dataset-")  # no schedule: name, time, random
     assert "5 ok" in result.stdout  # the job's own summary, streamed by --wait
-    restored = sorted(p.relative_to(out).as_posix() for p in out.rglob("*")
-                      if p.is_file() and not p.relative_to(out).as_posix().startswith("_"))
-    assert len(restored) == EXAMPLE_PHOTOS
+    restored = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")
+                      if not p.relative_to(out).as_posix().startswith("_"))
+    assert len(restored) == EXAMPLE_PHOTOS  # the spec's output_format: png
     rows = pq.read_table(out / "_manifest").to_pylist()
     assert len(rows) == EXAMPLE_PHOTOS
     assert {row["status"] for row in rows} == {"ok"}
     assert {row["run_id"] for row in rows} == {job_id}  # the manifest names its Ray job
-    assert json.loads(rows[0]["params"])["method"] == "telea"
+    assert json.loads(rows[0]["params"])["method_params"]["radius"] == 3  # from the spec
 
-    again = cli("submit", "jobs/restore-archive.yaml", "--method", "telea", "--out", str(out),
-                "--submission-id", job_id)
+    again = cli("submit", "jobs/preprocess-dataset.yaml", "--out", str(out),
+                "--submission-id", job_id, "--wait")
     assert again.exit_code == 0, again.output
-    assert again.stdout.strip() == job_id
+    assert again.stdout.splitlines()[0] == job_id
     assert "submitted before (SUCCEEDED); nothing new started" in again.stderr
-    listed = cli("jobs")
-    assert listed.stdout.count(job_id) == 1
+    assert cli("jobs").stdout.count(job_id) == 1
     assert len(pq.read_table(out / "_manifest").to_pylist()) == EXAMPLE_PHOTOS
 
 
 @pytest.mark.slow
 @pytest.mark.cluster
-def test_status_logs_jobs_and_stop_on_a_running_job(cli, tmp_path):
+def test_status_logs_jobs_and_stop_on_a_running_scheduled_job(cli, tmp_path):
     # A GPU request on a CPU-only cluster: the driver starts (it asks for no GPU), the
     # restoring actors wait for a GPU that never comes; a running job to watch and stop.
-    submitted = cli("submit", "jobs/preprocess-dataset.yaml", "--gpus-per-worker", "1",
-                    "--out", str(tmp_path / "out"))
+    args = ("submit", "jobs/restore-archive.yaml", "--method", "telea", "--gpus-per-worker",
+            "1", "--out", str(tmp_path / "out"))
+    submitted = cli(*args)
     assert submitted.exit_code == 0, submitted.output
     job_id = submitted.stdout.strip()
-    assert job_id.startswith("preprocess-dataset-")
+    slot = jobspec.load(ROOT / "jobs/restore-archive.yaml").schedule_slot()
+    assert job_id == f"restore-archive-{slot:%Y%m%dT%H%MZ}"  # derived from name + slot
     deadline = time.monotonic() + 60
     while "restoring" not in (logs := cli("logs", job_id)).stdout:
         assert time.monotonic() < deadline, logs.output
         time.sleep(0.5)
-    assert "1 GPU each" in logs.stdout
+    assert "1 GPU each" in logs.stdout  # the driver runs: it reserved no GPU for itself
     status = cli("status", job_id)
     assert status.exit_code == 0 and f"{job_id}: RUNNING" in status.stdout
     assert job_id in cli("jobs").stdout
+    retried = cli(*args)  # a cron retry in the same slot
+    assert "was submitted before (RUNNING); nothing new started" in retried.stderr
 
     stopped = cli("stop", job_id)
     assert stopped.exit_code == 0 and "stop requested" in stopped.stderr
@@ -159,10 +160,9 @@ def test_status_logs_jobs_and_stop_on_a_running_job(cli, tmp_path):
     assert "STOPPED" in followed.stderr
     assert f"{job_id}: STOPPED" in cli("status", job_id).stdout
     assert "had already ended (STOPPED)" in cli("stop", job_id).stderr
+    assert cli("jobs").stdout.count(job_id) == 1
     unknown = cli("status", "no-such-job")
     assert unknown.exit_code == 2 and "no such job on the cluster at" in unknown.stderr
-    assert not (tmp_path / "out" / "_manifest").exists() or not list(
-        (tmp_path / "out" / "_manifest").rglob("*.parquet"))
 
 
 @pytest.mark.slow
