@@ -67,7 +67,12 @@ def list_images(images: str, storage_options: dict | None = None) -> tuple[str, 
 def _list_folder(fs, path: str, uri: str) -> dict[str, dict] | None:
     """Everything under `path` in one recursive listing, paged by the backend; None if
     nothing is there. No `isdir` first: on object stores it lists the folder once more."""
-    listing = storage.with_retries(lambda: fs.find(path, detail=True), f"list {uri}")
+    try:
+        listing = storage.with_retries(lambda: fs.find(path, detail=True), f"list {uri}")
+    except FileNotFoundError:  # s3fs: the bucket itself does not exist
+        return None
+    except (PermissionError, storage.StorageError) as error:
+        raise UsageError(f"cannot list {uri}: {error}") from None
     if not listing and not storage.with_retries(lambda: fs.isdir(path), f"stat {uri}"):
         return None
     return listing

@@ -107,6 +107,8 @@ def test_images_that_is_a_file_or_missing_is_a_usage_error(s3):
         pair(s3.uri("one/photo.png"), mask=s3.uri("one/photo.png"))
     with pytest.raises(UsageError, match="IMAGES not found"):
         pair(s3.uri("nowhere"), mask=s3.uri("one/photo.png"))
+    with pytest.raises(UsageError, match="IMAGES not found"):
+        pair("s3://no-such-bucket-here/images", mask=s3.uri("one/photo.png"))
 
 
 def test_writes_are_one_put_of_the_finished_bytes(s3):
