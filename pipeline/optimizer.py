@@ -136,7 +136,7 @@ def _normalised_sum(terms, hallucination, parameter, weight):
     A classifier's raw gradient is tiny in some places and huge in others; normalising it
     makes the weight mean the same thing on every photo and every octave.
     """
-    (rest,) = torch.autograd.grad(terms, parameter)
+    (rest,) = torch.autograd.grad(terms, parameter, retain_graph=True)
     (push,) = torch.autograd.grad(hallucination, parameter)
     scale = rest.norm() / (push.norm() + 1e-12)
     return rest + weight * scale * push

@@ -23,10 +23,12 @@ from pipeline.prior import DEFAULT_MODEL, load_prior
 
 
 class OptimizerParams(MethodParams):
-    init: Literal["biharmonic", "fsr", "telea"] = Field(
-        default="biharmonic", description="Classical fill the optimisation starts from.")
+    init: Literal["biharmonic", "fsr", "blend", "telea"] = Field(
+        default="biharmonic", description="Classical fill the optimisation starts from "
+        "(blend: biharmonic at the border fading into FSR over `blend_radius`).")
+    blend_radius: float = Field(default=8.0, gt=0)
     thin_radius: float = Field(
-        default=2.5, ge=0, description="Holes whose farthest pixel is at most this far "
+        default=4.5, ge=0, description="Holes whose farthest pixel is at most this far "
         "(px) from a known pixel keep the initial fill: scratches need pure smoothness.")
     wide_radius: float = Field(
         default=12.0, gt=0, description="Radius (px) from which the context and "
@@ -75,7 +77,7 @@ class TotalVariation(Method):
 
     def fill(self, image: np.ndarray, mask: np.ndarray) -> Fill:
         params = self.params
-        start = initial_fill(image, mask, params.init)
+        start = initial_fill(image, mask, params.init, params.blend_radius)
         wide, radius = wide_holes(mask, params.thin_radius)
         if not wide.any() or params.steps == 0:
             return Fill(start, 0, None)
@@ -111,9 +113,15 @@ class Hallucinate(TotalVariation):
         )
 
 
-def initial_fill(image: np.ndarray, mask: np.ndarray, kind: str) -> np.ndarray:
+def initial_fill(image: np.ndarray, mask: np.ndarray, kind: str,
+                 blend_radius: float = 8.0) -> np.ndarray:
     if kind == "fsr":
         filled = fsr_fill(image, mask)
+    elif kind == "blend":
+        # Biharmonic continues edges across the border; FSR brings texture to the middle.
+        distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
+        share = np.clip(distance / blend_radius, 0, 1)[:, :, None]
+        filled = (1 - share) * biharmonic_fill(image, mask) + share * fsr_fill(image, mask)
     elif kind == "telea":
         from pipeline.methods.opencv import Telea
 

@@ -1,0 +1,134 @@
+"""Every registered method on gray, RGB, RGBA and 16-bit photos; crops paste back exactly."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.masks import synthetic_mask
+from pipeline.methods import inpaint, load_method, method_names
+from pipeline.methods.base import Fill, Method, hole_regions
+from pipeline.methods.hallucinate import wide_holes
+from pipeline.prior import load_prior
+from tests.conftest import small_photo
+
+# Few steps keep the optimiser methods fast; the benchmark judges their quality.
+FAST = {"tv": {"steps": 3}, "hallucinate": {"steps": 3, "hallucination_weight": 0.2}}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    # On shared cores OpenMP's spinning threads make tiny optimisations crawl.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def photo_as(mode: str) -> np.ndarray:
+    rgb = small_photo("chelsea", 48)
+    if mode == "gray":
+        return rgb.mean(axis=2).astype(np.uint8)
+    if mode == "rgba":
+        alpha = np.linspace(0, 255, rgb.shape[1]).astype(np.uint8)
+        return np.dstack([rgb, np.broadcast_to(alpha, rgb.shape[:2])])
+    if mode == "rgb16":
+        return rgb.astype(np.uint16) * 257 + 3
+    return rgb
+
+
+def damage(photo: np.ndarray) -> np.ndarray:
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[8:20, 10:26] = True  # wide enough for the optimiser
+    hole[30, 4:40] = True  # a scratch
+    return hole
+
+
+@pytest.mark.parametrize("mode", ["gray", "rgb", "rgba", "rgb16"])
+@pytest.mark.parametrize("name", method_names())
+def test_every_method_fills_every_kind_of_photo(name, mode):
+    photo = photo_as(mode)
+    hole = damage(photo)
+    damaged = photo.copy()
+    damaged[hole] = np.iinfo(photo.dtype).max
+    filled = load_method(name, FAST.get(name))(damaged, hole).pixels
+    assert filled.shape == photo.shape and filled.dtype == photo.dtype
+    assert np.array_equal(filled[~hole], damaged[~hole])
+    if mode == "rgba":
+        assert np.array_equal(filled[:, :, 3], damaged[:, :, 3])
+        filled, damaged, photo = filled[:, :, :3], damaged[:, :, :3], photo[:, :, :3]
+    # Every method gets much closer to the truth than the white it was given.
+    error = np.abs(filled[hole].astype(float) - photo[hole]).mean()
+    assert error < 0.5 * np.abs(damaged[hole].astype(float) - photo[hole]).mean()
+
+
+class Recorder(Method):
+    """Fills with a constant and remembers the crops it was handed."""
+
+    name = "recorder"
+
+    def __init__(self):
+        super().__init__()
+        self.crops = []
+
+    def fill(self, image, mask):
+        self.crops.append(image.shape[:2])
+        return Fill(np.full_like(image, 0.5))
+
+
+def test_crops_paste_back_exactly():
+    photo = np.random.default_rng(0).integers(0, 255, (200, 300, 3), dtype=np.uint8)
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[10:20, 10:30] = True
+    hole[150:160, 250:290] = True
+    method = Recorder()
+    filled = method(photo, hole).pixels
+    # Each hole with 24 px of context, clipped at the frame: not the whole 200x300 photo.
+    boxes = [(0, 0, 44, 54), (126, 226, 184, 300)]
+    assert hole_regions(hole, 24) == boxes
+    assert method.crops == [(b - t, r - left) for t, left, b, r in boxes]
+    assert np.array_equal(filled[~hole], photo[~hole])
+    assert (filled[hole] == 128).all()
+
+
+def test_hallucinate_reports_its_prior_for_the_manifest():
+    method = load_method("hallucinate")
+    assert method.model_name == "efficientnet_lite0"
+    assert method.weights_sha256 == load_prior().weights_sha256
+
+
+def test_the_seed_makes_hallucinate_reproducible():
+    photo = photo_as("rgb")
+    hole = damage(photo)
+    params = FAST["hallucinate"]
+    runs = [inpaint(photo, hole, "hallucinate", seed=seed, **params) for seed in (3, 3, 4)]
+    assert np.array_equal(runs[0], runs[1])
+    assert not np.array_equal(runs[0], runs[2])
+
+
+def test_thin_holes_keep_the_smooth_fill():
+    scratch = synthetic_mask("scratch", 64, 64, seed=1)
+    wide, _ = wide_holes(scratch, thin_radius=4.5)
+    assert not wide.any()
+    blob = synthetic_mask("blob", 64, 64, seed=1)
+    wide, radius = wide_holes(blob, thin_radius=4.5)
+    assert np.array_equal(wide, blob) and radius > 5
+    photo = small_photo("coffee", 64)[:64, :64]
+    result = load_method("hallucinate")(photo, scratch)
+    assert np.array_equal(result.pixels, load_method("biharmonic")(photo, scratch).pixels)
+    assert result.iterations is None
+
+
+@pytest.mark.slow
+def test_quality_benchmark_runs(tmp_path: Path):
+    script = Path(__file__).parents[1] / "benchmarks" / "quality.py"
+    subprocess.run([sys.executable, str(script), "--quick", "--out", str(tmp_path)],
+                   check=True, capture_output=True, timeout=600)
+    table = (tmp_path / "quality.md").read_text()
+    assert "`hallucinate`" in table and "`biharmonic`" in table
+    assert (tmp_path / "quality.png").stat().st_size > 0

@@ -1,0 +1,83 @@
+"""The optimiser keeps known pixels exactly, stops when told to, and is seeded on CPU."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.optimizer import Schedule, Weights, optimize, tv_loss
+from pipeline.prior import load_prior
+from tests.conftest import small_photo
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    # Tiny tensors gain nothing from threads, and on shared cores OpenMP's spinning
+    # threads make a 50 ms optimisation take half a minute.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def damaged() -> tuple[np.ndarray, np.ndarray]:
+    image = small_photo("chelsea", 48).astype(np.float32) / 255
+    hole = np.zeros(image.shape[:2], bool)
+    hole[10:26, 12:30] = True
+    image[hole] = 0.5
+    return image, hole
+
+
+ALL_TERMS = Weights(hallucination=0.3, tv=1.0, context=0.5)
+
+
+def test_known_pixels_are_constants(damaged):
+    image, hole = damaged
+    outcome = optimize(image, hole, load_prior(), ALL_TERMS, Schedule(steps=4, octaves=2))
+    assert np.array_equal(outcome.pixels[~hole], image[~hole])
+    assert not np.allclose(outcome.pixels[hole], image[hole])
+    assert outcome.iterations > 0 and np.isfinite(outcome.loss)
+
+
+def test_the_seed_makes_cpu_runs_reproducible(damaged):
+    image, hole = damaged
+    runs = [optimize(image, hole, load_prior(), ALL_TERMS, Schedule(steps=4), seed=seed)
+            for seed in (7, 7, 8)]
+    assert np.array_equal(runs[0].pixels, runs[1].pixels)
+    assert not np.array_equal(runs[0].pixels, runs[2].pixels)
+
+
+def test_tv_alone_smooths_the_hole(damaged):
+    image, hole = damaged
+    noisy = image.copy()
+    noisy[hole] = np.random.default_rng(0).random((hole.sum(), 3))
+    tensor = lambda a: torch.from_numpy(a).permute(2, 0, 1)[None]  # noqa: E731
+    hole_t = torch.from_numpy(hole)[None, None]
+    outcome = optimize(noisy, hole, None, Weights(tv=1.0), Schedule(steps=30, lr=0.05,
+                                                                     tolerance=0))
+    assert tv_loss(tensor(outcome.pixels), hole_t, 1.0) < 0.5 * tv_loss(tensor(noisy), hole_t,
+                                                                         1.0)
+
+
+def test_early_stop_on_plateau_and_time_budget(damaged):
+    image, hole = damaged
+    flat = np.full_like(image, 0.25)
+    plateau = optimize(flat, hole, None, Weights(tv=1.0), Schedule(steps=200, patience=5))
+    assert plateau.stopped == "plateau" and plateau.iterations == 6
+    late = Schedule(steps=200, tolerance=0, deadline=time.perf_counter() - 1)
+    budget = optimize(image, hole, None, Weights(tv=1.0), late)
+    assert budget.stopped == "budget" and budget.iterations == 1
+    capped = optimize(image, hole, None, Weights(tv=1.0), Schedule(steps=3, tolerance=0))
+    assert capped.stopped == "cap" and capped.iterations == 3
+
+
+def test_gray_crops_use_the_colour_prior(damaged):
+    image, hole = damaged
+    gray = image.mean(axis=2, keepdims=True)
+    outcome = optimize(gray, hole, load_prior(), ALL_TERMS, Schedule(steps=2))
+    assert outcome.pixels.shape == gray.shape
+    assert np.array_equal(outcome.pixels[~hole], gray[~hole])
