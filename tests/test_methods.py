@@ -112,13 +112,13 @@ def test_the_seed_makes_hallucinate_reproducible():
 
 
 def test_thin_holes_keep_the_smooth_fill():
-    scratch = synthetic_mask("scratch", 64, 64, seed=1)
+    photo = small_photo("coffee", 64)
+    scratch = synthetic_mask("scratch", *photo.shape[:2], seed=1)
     wide, _ = wide_holes(scratch, thin_radius=4.5)
     assert not wide.any()
-    blob = synthetic_mask("blob", 64, 64, seed=1)
+    blob = synthetic_mask("blob", *photo.shape[:2], seed=1)
     wide, radius = wide_holes(blob, thin_radius=4.5)
     assert np.array_equal(wide, blob) and radius > 5
-    photo = small_photo("coffee", 64)[:64, :64]
     result = load_method("hallucinate")(photo, scratch)
     assert np.array_equal(result.pixels, load_method("biharmonic")(photo, scratch).pixels)
     assert result.iterations is None
