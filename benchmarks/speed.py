@@ -1,0 +1,371 @@
+"""Where the time goes: pipeline overhead, cost against photo size, optimizer overhead,
+throughput by method and peak memory, measured on this machine.
+
+Writes `benchmarks/results/speed.md` and `speed.png`. Every comparison is a ratio of two
+figures measured in the same run (absolute times on a shared machine are noise); figures
+are medians over repeats. `--quick` runs tiny sizes only, to prove the script works.
+Run: python benchmarks/speed.py [--quick] [--out benchmarks/results]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage import data
+
+from pipeline.masks import synthetic_mask
+
+PHOTOS = ("chelsea", "coffee", "rocket", "astronaut", "hubble_deep_field", "retina")
+METHODS = ("telea", "ns", "exemplar", "fsr", "biharmonic", "tv", "hallucinate")
+
+
+def machine() -> dict[str, str]:
+    import ray
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    return {"cpu": cpu, "cores": str(os.cpu_count()), "gpu": gpu, "torch": torch.__version__,
+            "ray": ray.__version__, "python": platform.python_version()}
+
+
+def photo(name: str, long_side: int) -> np.ndarray:
+    image = Image.fromarray(getattr(data, name)()).convert("RGB")
+    scale = long_side / max(image.size)
+    return np.asarray(image.resize((round(image.width * scale), round(image.height * scale)),
+                                   Image.Resampling.LANCZOS))
+
+
+def median_seconds(work, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        work()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# 1. Pipeline efficiency ---------------------------------------------------------------
+
+def write_archive(root: Path, count: int, long_side: int) -> None:
+    for index in range(count):
+        image = photo(PHOTOS[index % len(PHOTOS)], long_side)
+        Image.fromarray(image).save(root / "images" / f"p{index:03d}.png")
+        hole = synthetic_mask("strokes", image.shape[0], image.shape[1], seed=index)
+        Image.fromarray(hole.astype(np.uint8) * 255).save(root / "masks" / f"p{index:03d}.png")
+
+
+def pipeline_throughput(root: Path, method: str, workers: int, threads: int) -> float:
+    """Items per second of `inpaint run` on the embedded Ray, start-up included."""
+    out = root / f"out-{workers}x{threads}"
+    command = [sys.executable, "-c", "from pipeline.cli import main; main()", "run",
+               str(root / "images"), "--masks", str(root / "masks"), "--out", str(out),
+               "--method", method, "--workers", str(workers), "--cpus-per-worker", str(threads),
+               "--no-report"]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, capture_output=True)
+    seconds = time.perf_counter() - start
+    return len(list((root / "images").iterdir())) / seconds
+
+
+def loop_throughput(root: Path, method: str, threads: int) -> float:
+    """Items per second of a plain in-process loop over `pipeline.inpaint`, same settings."""
+    script = f"""
+import time, sys, numpy as np, torch, cv2
+from pathlib import Path
+from PIL import Image
+from pipeline import load_method
+torch.set_num_threads({threads}); cv2.setNumThreads({threads})
+root = Path({str(root)!r})
+start = time.perf_counter()
+method = load_method({method!r})
+for path in sorted((root / "images").iterdir()):
+    image = np.asarray(Image.open(path))
+    hole = np.asarray(Image.open(root / "masks" / path.name)) > 127
+    out = method(image, hole).pixels
+    Image.fromarray(out).save(root / "loop-out.png")
+print(len(list((root / "images").iterdir())) / (time.perf_counter() - start))
+"""
+    result = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                            text=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def pipeline_efficiency(method: str, count: int, long_side: int, quick: bool = False) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        (root / "images").mkdir()
+        (root / "masks").mkdir()
+        write_archive(root, count, long_side)
+        cores = os.cpu_count() or 1
+        # Each side in its best configuration: try one actor/thread per core and one of
+        # everything (quick mode tries only the first).
+        worker_counts = [cores] if quick else sorted({1, cores}, reverse=True)
+        pipeline_runs = {f"{w} workers x {cores // w} threads":
+                         pipeline_throughput(root, method, w, cores // w)
+                         for w in worker_counts}
+        loop_runs = {f"{t} threads": loop_throughput(root, method, t)
+                     for t in ([cores] if quick else sorted({1, cores}))}
+    best_pipeline = max(pipeline_runs.values())
+    best_loop = max(loop_runs.values())
+    return {"items": count, "long_side": long_side, "method": method,
+            "pipeline": pipeline_runs, "loop": loop_runs,
+            "ratio": best_pipeline / best_loop}
+
+
+# 2. Cost follows the damage -----------------------------------------------------------
+
+def fixed_hole(size: int) -> np.ndarray:
+    """A 64x64 blob and a 200-px scratch, the same wherever the canvas grows."""
+    import cv2
+
+    hole = np.zeros((size, size), np.uint8)
+    center = size // 2
+    cv2.ellipse(hole, (center - 100, center), (32, 32), 0, 0, 360, 255, -1)
+    cv2.line(hole, (center + 20, center - 100), (center + 60, center + 100), 255, 2)
+    return hole > 0
+
+
+def canvas(size: int) -> np.ndarray:
+    base = photo("astronaut", 512)
+    reps = -(-size // 512)
+    return np.ascontiguousarray(np.tile(base, (reps, reps, 1))[:size, :size])
+
+
+def cost_by_canvas(method: str, sizes: list[int], repeats: int) -> dict:
+    import io
+
+    from pipeline import imageio, load_method
+
+    filler = load_method(method)
+    rows = {}
+    for size in sizes:
+        pixels, hole = canvas(size), fixed_hole(size)
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+        encoded = buffer.getvalue()
+        decoded = imageio.decode(encoded, 10**9)
+        decode = median_seconds(lambda e=encoded: imageio.decode(e, 10**9), repeats)
+        fill = median_seconds(lambda p=pixels, h=hole: filler(p, h), repeats)
+        encode = median_seconds(lambda d=decoded: imageio.encode(d, d.pixels), repeats)
+        rows[size] = {"decode": decode, "fill": fill, "encode": encode,
+                      "total": decode + fill + encode}
+    smallest, largest = min(sizes), max(sizes)
+    return {"sizes": rows,
+            "fill_ratio": rows[largest]["fill"] / rows[smallest]["fill"],
+            "total_ratio": rows[largest]["total"] / rows[smallest]["total"]}
+
+
+# 3. Optimizer overhead ----------------------------------------------------------------
+
+def optimizer_overhead(size: int, steps: int) -> dict:
+    """Iterations per second of the default method against bare forward+backward passes."""
+    try:
+        from pipeline.optimizer import measure_overhead
+    except ImportError:
+        return {"skipped": "pipeline.optimizer.measure_overhead is not available"}
+    return measure_overhead(size=size, steps=steps)
+
+
+# 4. Throughput by method --------------------------------------------------------------
+
+def throughput_by_method(methods: list[str], count: int, long_side: int) -> dict:
+    from pipeline import load_method, method_names
+
+    items = []
+    for index in range(count):
+        image = photo(PHOTOS[index % len(PHOTOS)], long_side)
+        items.append((image, synthetic_mask("strokes", *image.shape[:2], seed=index)))
+    rates = {}
+    for name in methods:
+        if name not in method_names():
+            rates[name] = None
+            continue
+        method = load_method(name)
+        start = time.perf_counter()
+        for image, hole in items:
+            method(image, hole)
+        rates[name] = count / (time.perf_counter() - start)
+    return rates
+
+
+# 5. Peak memory -----------------------------------------------------------------------
+
+def peak_memory(method: str, megapixels: int) -> dict:
+    """Peak RSS of one worker process restoring a 16-bit scan with scratches."""
+    script = f"""
+import resource, sys, tempfile, numpy as np, tifffile
+from pathlib import Path
+from PIL import Image
+from pipeline.discover import pair
+from pipeline.settings import RunSettings
+from pipeline.worker import Context, restore_item
+from pipeline.masks import synthetic_mask
+side = int(({megapixels} * 1e6 / 1.5) ** 0.5)
+height, width = side, int(side * 1.5)
+root = Path(tempfile.mkdtemp())
+(root / "images").mkdir(); (root / "masks").mkdir()
+ramp = np.linspace(0, 65535, width, dtype=np.uint16)
+scan = np.empty((height, width, 3), np.uint16)
+scan[:] = ramp[None, :, None]
+tifffile.imwrite(root / "images" / "scan.tif", scan)
+del scan
+rng = np.random.default_rng(0)
+hole = np.zeros((height, width), bool)
+for _ in range(6):
+    y, x = rng.integers(0, height - 400), rng.integers(0, width - 400)
+    hole[y:y + 400, x + 200:x + 203] = True
+Image.fromarray(hole.astype(np.uint8) * 255).save(root / "masks" / "scan.png")
+del hole
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+settings = RunSettings(images=str(root / "images"), masks=str(root / "masks"),
+                       out=str(root / "out"), method={method!r})
+context = Context(settings, "{{}}")
+row = restore_item(pair(settings.images, settings.masks)[0], context)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(row["status"], row["error"], before / 1024, peak / 1024)
+"""
+    result = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                            text=True)
+    status, error, before, peak = result.stdout.split()[-4:]
+    return {"megapixels": megapixels, "method": method, "status": status,
+            "peak_mb": float(peak), "before_item_mb": float(before)}
+
+
+# 6. Batched crops on CUDA -------------------------------------------------------------
+
+def cuda_batches(batch_sizes: list[int]) -> dict:
+    import torch
+
+    if not torch.cuda.is_available():
+        return {"skipped": "no CUDA device on this machine; the batched code path is covered "
+                           "by the CPU tests"}
+    from pipeline.optimizer import measure_batched_crops
+
+    return {str(b): measure_batched_crops(batch_size=b, device="cuda") for b in batch_sizes}
+
+
+# Output -------------------------------------------------------------------------------
+
+def write_results(results: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "speed.json").write_text(json.dumps(results, indent=2, default=str))
+    (out / "speed.md").write_text(render_markdown(results))
+    draw_chart(results, out / "speed.png")
+
+
+def render_markdown(results: dict) -> str:
+    m = results["machine"]
+    lines = ["# Speed", "", f"Measured {results['date']} on {m['cpu']}, {m['cores']} cores, "
+             f"GPU: {m['gpu']}; torch {m['torch']}, ray {m['ray']}, Python {m['python']}. "
+             "Ratios come from one run; figures are medians.", ""]
+    eff = results["pipeline_efficiency"]
+    lines += ["## 1. Pipeline efficiency (target: pipeline/loop >= 0.9)", "",
+              f"{eff['items']} items, {eff['long_side']}-px photos, `strokes` masks, "
+              f"`{eff['method']}`, items/s (`inpaint run` includes Ray start-up):", "",
+              "| configuration | items/s |", "|---|---|"]
+    lines += [f"| pipeline, {k} | {v:.3f} |" for k, v in eff["pipeline"].items()]
+    lines += [f"| plain loop, {k} | {v:.3f} |" for k, v in eff["loop"].items()]
+    lines += ["", f"**Ratio best pipeline / best loop: {eff['ratio']:.2f}**", ""]
+    cost = results["cost_by_canvas"]
+    lines += ["## 2. Cost follows the damage (target: 4096² total <= 1.5 x 512²)", "",
+              "Same hole (64x64 blob + 200-px scratch) on growing canvases, JPEG in and out, "
+              "seconds:", "", "| canvas | decode | fill | encode | total |",
+              "|---|---|---|---|---|"]
+    for size, row in cost["sizes"].items():
+        lines.append(f"| {size}² | {row['decode']:.3f} | {row['fill']:.3f} | "
+                     f"{row['encode']:.3f} | {row['total']:.3f} |")
+    lines += ["", f"**Fill ratio largest/smallest: {cost['fill_ratio']:.2f}; total ratio: "
+              f"{cost['total_ratio']:.2f}**", ""]
+    lines += ["## 3. Optimizer overhead (target: <= 15%)", "",
+              "```", json.dumps(results["optimizer_overhead"], indent=2), "```", ""]
+    lines += ["## 4. Throughput by method", "", "| method | images/s |", "|---|---|"]
+    for name, rate in results["throughput"].items():
+        lines.append(f"| {name} | {'not registered' if rate is None else f'{rate:.3f}'} |")
+    memory = results["peak_memory"]
+    lines += ["", "## 5. Peak memory of one worker (target: < 2 GB)", "",
+              f"{memory['megapixels']}-MP 16-bit RGB TIFF with six 400-px scratches, "
+              f"`{memory['method']}`: status {memory['status']}, **peak RSS "
+              f"{memory['peak_mb']:.0f} MB** ({memory['before_item_mb']:.0f} MB before the "
+              "item).", ""]
+    lines += ["## 6. Batched crops on CUDA", "", "```",
+              json.dumps(results["cuda"], indent=2), "```", ""]
+    notes = results.get("notes")
+    if notes:
+        lines += ["## Notes", "", notes, ""]
+    return "\n".join(lines)
+
+
+def draw_chart(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    cost = results["cost_by_canvas"]["sizes"]
+    sizes = list(cost)
+    bottom = np.zeros(len(sizes))
+    for part in ("decode", "fill", "encode"):
+        values = np.array([cost[s][part] for s in sizes])
+        left.bar([f"{s}²" for s in sizes], values, bottom=bottom, label=part)
+        bottom += values
+    left.set_title("Same hole, growing canvas")
+    left.set_ylabel("seconds")
+    left.legend()
+    rates = {k: v for k, v in results["throughput"].items() if v}
+    right.barh(list(rates), list(rates.values()))
+    right.set_xscale("log")
+    right.set_title("Throughput by method (images/s, log)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test")
+    parser.add_argument("--out", default="benchmarks/results", help="results folder")
+    parser.add_argument("--method", default="hallucinate", help="the method under test")
+    args = parser.parse_args()
+    quick = args.quick
+    results = {"date": time.strftime("%Y-%m-%d"), "machine": machine(), "quick": quick}
+    steps = [
+        ("pipeline_efficiency", lambda: pipeline_efficiency(
+            args.method, 4 if quick else 24, 96 if quick else 384, quick)),
+        ("cost_by_canvas", lambda: cost_by_canvas(
+            args.method, [256, 512] if quick else [512, 2048, 4096], 1 if quick else 3)),
+        ("optimizer_overhead", lambda: optimizer_overhead(64 if quick else 256,
+                                                          3 if quick else 20)),
+        ("throughput", lambda: throughput_by_method(
+            list(METHODS), 2 if quick else 6, 96 if quick else 384)),
+        ("peak_memory", lambda: peak_memory(args.method, 1 if quick else 40)),
+        ("cuda", lambda: cuda_batches([1, 4, 16])),
+    ]
+    for name, step in steps:
+        start = time.perf_counter()
+        results[name] = step()
+        print(f"{name}: {time.perf_counter() - start:.1f}s", file=sys.stderr)
+    write_results(results, Path(args.out))
+    print(render_markdown(results))
+
+
+if __name__ == "__main__":
+    main()
