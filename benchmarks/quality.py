@@ -7,7 +7,13 @@ raw JSON and a contact sheet. Example: `python benchmarks/quality.py --quick`.
 
 from __future__ import annotations
 
-import argparse
+import os
+
+# Before torch loads OpenMP: on shared cores, spinning worker threads turn a 0.1 s step
+# into seconds.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
 import functools
 import json
 import statistics

@@ -27,6 +27,7 @@ class Weights:
     tv: float = 1.0
     context: float = 0.0
     tv_beta: float = 1.0
+    context_depth: int = 2  # feature taps matched: strides 4, 8, then 16, 32
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,7 @@ class Schedule:
     steps: int = 40
     lr: float = 0.01
     octaves: int = 1
+    finest: int = 0  # the finest octave optimised: 1 stops at half resolution
     patience: int = 8
     tolerance: float = 2e-3
     rematch_every: int = 10
@@ -58,22 +60,28 @@ def optimize(
     device: str = "cpu",
 ) -> Outcome:
     """Descend from `image` (float32 HxWxC in [0, 1], holes already filled by an initial
-    fill) changing only pixels where `hole` (bool HxW) is True; coarse octaves first."""
+    fill) changing only pixels where `hole` (bool HxW) is True; coarse octaves first.
+
+    Each octave's change, not its image, is carried up to full resolution: the fine
+    texture of the initial fill survives, and the coarse octaves are a smooth
+    parameterisation of the update (and four times cheaper per level).
+    """
     generator = torch.Generator().manual_seed(seed)
     current = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device)
     full_hole = torch.from_numpy(hole)[None, None].to(device)
     iterations, loss, stopped = 0, None, "cap"
-    for octave in reversed(range(max(1, schedule.octaves))):
+    for octave in reversed(range(schedule.finest, max(schedule.octaves, schedule.finest + 1))):
         base, coarse_hole = _downscale(current, full_hole, 2**octave)
         if not coarse_hole.any():
             continue
         result, steps, loss, stopped = _descend(base, coarse_hole, prior, weights, schedule,
                                                 generator)
         iterations += steps
+        change = result - base
         if octave:
-            result = F.interpolate(result, size=current.shape[-2:], mode="bilinear",
+            change = F.interpolate(change, size=current.shape[-2:], mode="bilinear",
                                    align_corners=False)
-        current = torch.where(full_hole, result, current)
+        current = torch.where(full_hole, (current + change).clamp(0, 1), current)
         if stopped == "budget":
             break
     pixels = current[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
@@ -96,7 +104,7 @@ def _descend(base, hole, prior, weights, schedule, generator):
     known = base * keep
     parameter = base.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([parameter], lr=schedule.lr)
-    context = (ContextTerm(prior, hole, generator)
+    context = (ContextTerm(prior, hole, generator, weights.context_depth)
                if weights.context > 0 and prior is not None else None)
     hallucination = (HallucinationTerm(prior, base, generator)
                      if weights.hallucination > 0 and prior is not None else None)
@@ -169,8 +177,10 @@ class ContextTerm:
 
     max_exemplars = 2048
 
-    def __init__(self, prior: Prior, hole: torch.Tensor, generator: torch.Generator):
+    def __init__(self, prior: Prior, hole: torch.Tensor, generator: torch.Generator,
+                 depth: int = 2):
         self.prior = prior
+        self.depth = depth
         self.hole = hole
         self.generator = generator
         self.targets: list[torch.Tensor | None] = []
@@ -179,7 +189,7 @@ class ContextTerm:
     def _patches(self, image: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(unit patches K*9 x cells, hole cells bool) for each feature tap."""
         found = []
-        for features in self.prior.features(self.prior.normalize(image)):
+        for features in self.prior.features(self.prior.normalize(image), self.depth):
             size = features.shape[-2:]
             cells = F.interpolate(self.hole.float(), size=size, mode="area")[0, 0] > 0
             patches = F.unfold(features, 3, padding=1)[0]

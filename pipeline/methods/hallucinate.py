@@ -24,9 +24,9 @@ from pipeline.prior import DEFAULT_MODEL, load_prior
 
 class OptimizerParams(MethodParams):
     init: Literal["biharmonic", "fsr", "blend", "telea"] = Field(
-        default="biharmonic", description="Classical fill the optimisation starts from "
+        default="blend", description="Classical fill the optimisation starts from "
         "(blend: biharmonic at the border fading into FSR over `blend_radius`).")
-    blend_radius: float = Field(default=8.0, gt=0)
+    blend_radius: float = Field(default=16.0, gt=0)
     thin_radius: float = Field(
         default=4.5, ge=0, description="Holes whose farthest pixel is at most this far "
         "(px) from a known pixel keep the initial fill: scratches need pure smoothness.")
@@ -35,24 +35,33 @@ class OptimizerParams(MethodParams):
         "hallucination terms get their full weight; below, they shrink in proportion.")
     tv_weight: float = Field(default=1.0, ge=0)
     tv_beta: float = Field(default=1.0, gt=0, description="Exponent of the TV norm.")
-    steps: int = Field(default=40, ge=0, description="Iteration cap per octave.")
+    steps: int = Field(default=20, ge=0, description="Iteration cap per octave.")
     lr: float = Field(default=0.01, gt=0, description="Adam step size (pixel units).")
     octaves: int | None = Field(
         default=None, ge=1, description="Coarse-to-fine levels; None: from the hole width.")
+    finest_octave: int = Field(
+        default=0, ge=0, description="Finest level optimised (1: half resolution; the "
+        "initial fill's fine texture is kept and the run is about four times cheaper).")
     patience: int = Field(default=8, ge=1, description="Plateau window in steps.")
     tolerance: float = Field(default=2e-3, ge=0, description="Relative loss drop below "
                              "which a window counts as a plateau.")
-    time_budget_s: float = Field(default=10.0, gt=0, description="Optimisation time per "
-                                 "item; past it the current fill is kept.")
+    time_budget_s: float = Field(default=30.0, gt=0, description="Guard on the time per "
+                                 "item; past it the current fill is kept. Runs cut by it "
+                                 "depend on the machine's speed, not only on the seed.")
 
 
 class HallucinateParams(OptimizerParams):
     model: str = Field(default=DEFAULT_MODEL, description="Prior network (timm Lite0 or a "
                        "torchvision vgg*/resnet*).")
     context_weight: float = Field(default=0.3, ge=0, description="Deep-feature patch term.")
+    context_depth: int = Field(default=3, ge=1, le=4, description="Feature taps the context "
+                               "term matches: strides 4, 8, 16, 32.")
     hallucination_weight: float = Field(
-        default=0.0, ge=0, description="The seed's class-score term, relative to the other "
+        default=0.3, ge=0, description="The seed's class-score term, relative to the other "
         "terms' gradient norm.")
+    hallucination_radius: float = Field(
+        default=24.0, ge=0, description="Holes at least this wide (radius, px) get the "
+        "hallucination term; narrower ones are rebuilt from the photo's own texture.")
 
 
 class TotalVariation(Method):
@@ -82,7 +91,9 @@ class TotalVariation(Method):
         if not wide.any() or params.steps == 0:
             return Fill(start, 0, None)
         octaves = params.octaves or 1 + max(0, int(math.log2(max(radius, 1) / 24)))
+        octaves = max(octaves, params.finest_octave + 1)
         schedule = Schedule(steps=params.steps, lr=params.lr, octaves=octaves,
+                            finest=params.finest_octave,
                             patience=params.patience, tolerance=params.tolerance,
                             deadline=self.deadline)
         outcome = optimize(start, wide, self.prior, self.term_weights(radius), schedule, self.seed,
@@ -105,11 +116,13 @@ class Hallucinate(TotalVariation):
 
     def term_weights(self, radius: float) -> Weights:
         share = min(1.0, radius / self.params.wide_radius)
+        imagine = radius >= self.params.hallucination_radius
         return Weights(
-            hallucination=self.params.hallucination_weight * share,
+            hallucination=self.params.hallucination_weight if imagine else 0.0,
             tv=self.params.tv_weight,
             context=self.params.context_weight * share,
             tv_beta=self.params.tv_beta,
+            context_depth=self.params.context_depth,
         )
 
 
@@ -145,3 +158,4 @@ def wide_holes(mask: np.ndarray, thin_radius: float) -> tuple[np.ndarray, float]
     radii[0] = 0
     wide_labels = radii > thin_radius
     return wide_labels[labels] & mask, float(radii.max())
+
