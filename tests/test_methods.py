@@ -132,3 +132,11 @@ def test_quality_benchmark_runs(tmp_path: Path):
     table = (tmp_path / "quality.md").read_text()
     assert "`hallucinate`" in table and "`biharmonic`" in table
     assert (tmp_path / "quality.png").stat().st_size > 0
+
+
+def test_term_weights_follow_the_hole_width():
+    method = load_method("hallucinate")
+    stroke, blob = method.term_weights(6.0), method.term_weights(60.0)
+    assert stroke.hallucination == 0 and blob.hallucination == 0.3
+    assert stroke.context == 0.3 * 6 / 12 and blob.context == 0.3
+    assert load_method("tv").term_weights(60.0).context == 0
