@@ -31,8 +31,8 @@ class OptimizerParams(MethodParams):
         default=4.5, ge=0, description="Holes whose farthest pixel is at most this far "
         "(px) from a known pixel keep the initial fill: scratches need pure smoothness.")
     wide_radius: float = Field(
-        default=12.0, gt=0, description="Radius (px) from which the context and "
-        "hallucination terms get their full weight; below, they shrink in proportion.")
+        default=12.0, gt=0, description="Radius (px) from which the context term gets "
+        "its full weight; below, it shrinks in proportion.")
     tv_weight: float = Field(default=1.0, ge=0)
     tv_beta: float = Field(default=1.0, gt=0, description="Exponent of the TV norm.")
     steps: int = Field(default=20, ge=0, description="Iteration cap per octave.")
@@ -69,7 +69,6 @@ class TotalVariation(Method):
 
     name = "tv"
     Params = OptimizerParams
-    uses_prior = False
 
     def __init__(self, params=None, device="cpu", seed=0, weights=None):
         super().__init__(params, device, seed, weights)
@@ -86,9 +85,14 @@ class TotalVariation(Method):
 
     def fill(self, image: np.ndarray, mask: np.ndarray) -> Fill:
         params = self.params
-        start = initial_fill(image, mask, params.init, params.blend_radius)
+        smooth = np.where(mask[:, :, None], biharmonic_fill(image, mask), image)
         wide, radius = wide_holes(mask, params.thin_radius)
-        if not wide.any() or params.steps == 0:
+        if not wide.any():
+            return Fill(smooth, 0, None)  # scratches only: pure smoothness
+        start = np.where(wide[:, :, None],
+                         initial_fill(image, mask, params.init, params.blend_radius, smooth),
+                         smooth)
+        if params.steps == 0:
             return Fill(start, 0, None)
         octaves = params.octaves or 1 + max(0, int(math.log2(max(radius, 1) / 24)))
         octaves = max(octaves, params.finest_octave + 1)
@@ -126,21 +130,22 @@ class Hallucinate(TotalVariation):
         )
 
 
-def initial_fill(image: np.ndarray, mask: np.ndarray, kind: str,
-                 blend_radius: float = 8.0) -> np.ndarray:
+def initial_fill(image: np.ndarray, mask: np.ndarray, kind: str, blend_radius: float,
+                 smooth: np.ndarray) -> np.ndarray:
+    """The fill the optimisation starts from; `smooth` is the biharmonic fill."""
     if kind == "fsr":
         filled = fsr_fill(image, mask)
     elif kind == "blend":
         # Biharmonic continues edges across the border; FSR brings texture to the middle.
         distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
         share = np.clip(distance / blend_radius, 0, 1)[:, :, None]
-        filled = (1 - share) * biharmonic_fill(image, mask) + share * fsr_fill(image, mask)
+        filled = (1 - share) * smooth + share * fsr_fill(image, mask)
     elif kind == "telea":
         from pipeline.methods.opencv import Telea
 
         filled = Telea().fill(image, mask).pixels
     else:
-        filled = biharmonic_fill(image, mask)
+        filled = smooth
     return np.where(mask[:, :, None], filled, image).astype(np.float32)
 
 
