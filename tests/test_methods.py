@@ -18,7 +18,8 @@ from pipeline.prior import load_prior
 from tests.conftest import small_photo
 
 # Few steps keep the optimiser methods fast; the benchmark judges their quality.
-FAST = {"tv": {"steps": 3}, "hallucinate": {"steps": 3, "hallucination_weight": 0.2}}
+FAST = {"tv": {"steps": 3},
+        "hallucinate": {"steps": 3, "hallucination_weight": 0.2, "hallucination_radius": 0}}
 
 
 @pytest.fixture(autouse=True)
