@@ -46,13 +46,13 @@ def fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return inpaint(image, mask, FILL) if mask.any() and not mask.all() else image
 
 
-def measure(detector: str, name: str, seed: int) -> dict[str, float]:
+def measure(detector: str, name: str, seed: int, sensitivity: float) -> dict[str, float]:
     clean = photo(name)
     damage = add_damage(clean, seed=seed)
     started = time.perf_counter()
-    found = detect(damage.image, detector)
+    found = detect(damage.image, detector, sensitivity)
     seconds = time.perf_counter() - started
-    untouched = detect(clean, detector)
+    untouched = detect(clean, detector, sensitivity)
     clean_fill = fill(clean, untouched.mask)
     return mask_scores(found.mask, damage.mask) | {
         "clean_flagged": untouched.damage_fraction,
@@ -92,13 +92,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detectors", nargs="+", default=["learned", "tophat"])
     parser.add_argument("--photos", nargs="+", default=list(EVAL_PHOTOS))
+    parser.add_argument("--sensitivity", type=float, default=0.5)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "detect.md"))
     args = parser.parse_args()
     cv2.setNumThreads(1)
     rows = {}
     for detector in args.detectors:
         for name in args.photos:
-            per_seed = [measure(detector, name, seed) for seed in SEEDS]
+            per_seed = [measure(detector, name, seed, args.sensitivity) for seed in SEEDS]
             rows[(detector, name)] = {k: float(np.mean([r[k] for r in per_seed]))
                                       for k in per_seed[0]}
             print(detector, name, {k: round(v, 4) for k, v in rows[(detector, name)].items()},
@@ -106,7 +107,8 @@ def main() -> None:
     lines = ["# Damage detection benchmark", "",
              f"Photos from scikit-image at long side {LONG_SIDE} px, synthetic damage "
              f"(`pipeline.damage.add_damage`, default `DamageParams`, seeds {SEEDS}); fill: "
-             f"`{FILL}`. Pixel scores with a 2-px tolerance. clean_flagged: share of the "
+             f"`{FILL}`; sensitivity {args.sensitivity}. Pixel scores with a 2-px tolerance. "
+             "clean_flagged: share of the "
              "undamaged photo's pixels the detector flags. psnr_* in dB against the clean "
              "photo: the damaged photo, detect-then-fill, fill with the true mask, and the "
              "undamaged photo through detect-then-fill (`--masks auto`). seconds_per_mp: "
