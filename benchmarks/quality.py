@@ -209,6 +209,16 @@ def contact_sheet(sheet: dict, kinds: list[str], photos: list[str], labels: list
     return canvas
 
 
+def write_table(path: Path, table: str) -> None:
+    """Write the table between markers, keeping any notes written around it by hand."""
+    start, end = "<!-- table: written by benchmarks/quality.py -->\n", "<!-- /table -->\n"
+    before, after = "", ""
+    if path.exists() and start in (old := path.read_text()) and end in old:
+        before, rest = old.split(start, 1)
+        after = rest.split(end, 1)[1]
+    path.write_text(before + start + table + end + after)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="Smoke test: 1 small photo.")
@@ -229,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     text = markdown(rows, args.kinds, args.photos, args.size)
     print(text)
-    (args.out / f"{args.name}.md").write_text(text)
+    write_table(args.out / f"{args.name}.md", text)
     raw = {row.label: {"method": row.method, "params": row.params, "scores": row.scores}
            for row in rows}
     (args.out / f"{args.name}.json").write_text(json.dumps(raw, indent=1))
