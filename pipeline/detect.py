@@ -339,22 +339,22 @@ def tophat_mask(gray: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY) -> n
 
 
 def count_defects(mask: np.ndarray) -> dict[str, int]:
-    """Count connected defects by shape: dust (small), scratch (long, straight), hair."""
+    """Count connected defects by shape: dust (small), scratch (long or straight), hair."""
     counts = {"dust": 0, "scratch": 0, "hair": 0}
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
     for index in range(1, count):
         x, y, w, h = stats[index, :4]
-        counts[defect_kind(labels[y:y + h, x:x + w] == index)] += 1
+        counts[defect_kind(labels[y:y + h, x:x + w] == index, max(mask.shape))] += 1
     return counts
 
 
-def defect_kind(component: np.ndarray) -> str:
-    """Dust fits in 8 px; a scratch runs nearly straight (its span close to its length),
-    a hair curls (spans much less than its length)."""
+def defect_kind(component: np.ndarray, long_side: int) -> str:
+    """Dust fits in 8 px. Scratches run long (a fifth of the photo or more) or nearly
+    straight (the box's diagonal close to the skeleton's length); hairs are short and curl."""
     from skimage.morphology import skeletonize
 
     if max(component.shape) <= 8:
         return "dust"
     length = max(1, int(skeletonize(component).sum()))
     span = float(np.hypot(*component.shape))
-    return "scratch" if span >= 0.7 * length else "hair"
+    return "scratch" if length >= 0.2 * long_side or span >= 0.95 * length else "hair"

@@ -1,0 +1,119 @@
+"""Damage detectors: find each kind of defect, leave fine detail alone, read IR channels."""
+
+from __future__ import annotations
+
+import io
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from pipeline.damage import DamageParams, add_damage, mask_scores, synthetic_infrared
+from pipeline.detect import (
+    DetectorError,
+    count_defects,
+    detect,
+    detector_names,
+    read_infrared,
+)
+from pipeline.methods import inpaint
+from tests.conftest import small_photo
+
+STRONG = DamageParams(opacity=(0.85, 1.0), hairs=(2, 2), dust=(40, 40))
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    error = np.mean((a.astype(float) - b.astype(float)) ** 2)
+    return float("inf") if error == 0 else 10 * np.log10(255**2 / error)
+
+
+@pytest.mark.parametrize(("kind", "recall"), [("scratch", 0.8), ("hair", 0.8), ("dust", 0.4)])
+def test_each_kind_of_defect_is_found(kind, recall):
+    # chelsea: fur, whiskers and eyes, the kind of detail a naive filter takes for damage.
+    photo = small_photo("chelsea", 384)
+    damage = add_damage(photo, seed=11, kinds=(kind,), params=STRONG)
+    found = detect(damage.image)
+    assert found.detector == "learned"
+    scores = mask_scores(found.mask, damage.mask)
+    assert scores["recall"] >= recall and scores["precision"] >= 0.5, scores
+
+
+def test_fine_detail_without_damage_comes_back_nearly_untouched():
+    # Whiskers, fur and an eye's highlights look like scratches and dust to a naive filter.
+    photo = small_photo("chelsea", 384)
+    found = detect(photo)
+    assert found.damage_fraction <= 0.005
+    restored = inpaint(photo, found.mask, "telea") if found.mask.any() else photo
+    assert psnr(restored, photo) > 45
+
+
+def test_the_naive_baseline_flags_far_more_of_a_clean_photo():
+    photo = small_photo("chelsea", 384)
+    assert detect(photo, "tophat").damage_fraction > 5 * max(detect(photo).damage_fraction,
+                                                             1e-4)
+
+
+def test_sensitivity_trades_found_damage_for_flagged_pixels():
+    damage = add_damage(small_photo("rocket", 256), seed=3)
+    flagged = [detect(damage.image, sensitivity=s).mask.sum() for s in (0.2, 0.5, 0.8)]
+    assert flagged[0] <= flagged[1] <= flagged[2] and flagged[0] < flagged[2]
+    with pytest.raises(ValueError, match="sensitivity"):
+        detect(damage.image, sensitivity=1.5)
+
+
+def rgbi_tiff(rgb: np.ndarray, infrared: np.ndarray) -> bytes:
+    """An RGBI TIFF as film scanners write it: the 4th sample declared 'unspecified'."""
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.dstack([rgb, infrared]), photometric="rgb",
+                     extrasamples=["unspecified"])
+    return buffer.getvalue()
+
+
+def test_infrared_channel_of_an_rgbi_tiff_gives_the_mask():
+    damage = add_damage(small_photo("chelsea", 256), seed=4)
+    data = rgbi_tiff(damage.image, synthetic_infrared(damage, seed=4))
+    infrared = read_infrared(data)
+    assert infrared is not None and infrared.shape == damage.mask.shape
+    found = detect(damage.image, infrared=infrared)
+    assert found.detector == "infrared"
+    assert mask_scores(found.mask, damage.mask)["f1"] >= 0.8
+    # A clean frame's IR is flat: nothing to flag.
+    clean = add_damage(small_photo("chelsea", 256), seed=4, kinds=())
+    assert detect(clean.image, "infrared", infrared=synthetic_infrared(clean)).mask.mean() < 1e-3
+
+
+def test_rgb_tiffs_and_alpha_channels_are_not_infrared():
+    rgb = small_photo("coffee", 64)
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.dstack([rgb, rgb[:, :, :1]]), photometric="rgb",
+                     extrasamples=["unassalpha"])
+    assert read_infrared(buffer.getvalue()) is None
+    ok, png = cv2.imencode(".png", rgb)
+    assert read_infrared(png.tobytes()) is None
+    with pytest.raises(DetectorError, match="IR channel"):
+        detect(rgb, "infrared")
+
+
+def test_unknown_detector_is_a_clear_error():
+    assert detector_names() == ["auto", "learned", "infrared", "tophat"]
+    with pytest.raises(DetectorError, match="unknown detector 'magic'"):
+        detect(small_photo("coffee", 32), "magic")
+
+
+def test_defects_are_counted_by_shape():
+    mask = np.zeros((400, 400), bool)
+    mask[10:13, 10:13] = True  # a speck
+    mask[200, 50:350] = True  # a long straight scratch
+    cv2.ellipse(view := np.zeros((400, 400), np.uint8), (300, 320), (14, 10), 0, 0, 330, 1, 1)
+    mask |= view > 0  # a short curled hair
+    assert count_defects(mask) == {"dust": 1, "scratch": 1, "hair": 1}
+
+
+def test_sixteen_bit_and_grey_photos_are_handled():
+    photo = small_photo("coffee", 128)
+    damage = add_damage(photo, seed=2, params=STRONG)
+    deep = detect(damage.image.astype(np.uint16) * 257).mask
+    assert np.array_equal(deep, detect(damage.image).mask)
+    grey = cv2.cvtColor(damage.image, cv2.COLOR_RGB2GRAY)
+    assert detect(grey).mask.shape == grey.shape
