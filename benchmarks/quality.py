@@ -33,7 +33,9 @@ from pipeline.methods import load_method
 
 PHOTOS = ("chelsea", "coffee", "rocket", "hubble_deep_field", "retina", "immunohistochemistry")
 CLASSICAL = ("telea", "ns", "exemplar", "fsr", "biharmonic")
-ROWS = (*CLASSICAL, "tv", "hallucinate", "hallucinate:hallucination_weight=0")
+# The default gives the hallucination term weight 0 (what the benchmark supports), so the
+# default row is the ablation and the extra row shows the term switched on.
+ROWS = (*CLASSICAL, "tv", "hallucinate", "hallucinate:hallucination_weight=0.3")
 SHEET_COLUMNS = ("telea", "fsr", "tv", "hallucinate")
 RESULTS = Path(__file__).parent / "results"
 

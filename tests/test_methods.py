@@ -136,7 +136,7 @@ def test_quality_benchmark_runs(tmp_path: Path):
 
 
 def test_term_weights_follow_the_hole_width():
-    method = load_method("hallucinate")
+    method = load_method("hallucinate", {"hallucination_weight": 0.3})
     stroke, blob = method.term_weights(6.0), method.term_weights(60.0)
     assert stroke.hallucination == 0 and blob.hallucination == 0.3
     assert stroke.context == 0.3 * 6 / 12 and blob.context == 0.3

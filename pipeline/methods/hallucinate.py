@@ -26,7 +26,7 @@ class OptimizerParams(MethodParams):
     init: Literal["biharmonic", "fsr", "blend", "telea"] = Field(
         default="blend", description="Classical fill the optimisation starts from "
         "(blend: biharmonic at the border fading into FSR over `blend_radius`).")
-    blend_radius: float = Field(default=16.0, gt=0)
+    blend_radius: float = Field(default=64.0, gt=0)
     thin_radius: float = Field(
         default=4.5, ge=0, description="Holes whose farthest pixel is at most this far "
         "(px) from a known pixel keep the initial fill: scratches need pure smoothness.")
@@ -57,8 +57,9 @@ class HallucinateParams(OptimizerParams):
     context_depth: int = Field(default=3, ge=1, le=4, description="Feature taps the context "
                                "term matches: strides 4, 8, 16, 32.")
     hallucination_weight: float = Field(
-        default=0.3, ge=0, description="The seed's class-score term, relative to the other "
-        "terms' gradient norm.")
+        default=0.0, ge=0, description="The seed's class-score term, relative to the other "
+        "terms' gradient norm. 0 by default: the benchmark does not support it (see "
+        "benchmarks/results/quality.md).")
     hallucination_radius: float = Field(
         default=24.0, ge=0, description="Holes at least this wide (radius, px) get the "
         "hallucination term; narrower ones are rebuilt from the photo's own texture.")
