@@ -199,15 +199,15 @@ def contact_sheet(sheet: dict, kinds: list[str], photos: list[str], labels: list
         if (kind, name, "truth") not in sheet:
             continue
         tiles.append([sheet[(kind, name, column)] for column in columns])
-    height = max(t.shape[0] for row in tiles for t in row)
+    heights = [max(t.shape[0] for t in row) for row in tiles]
     width = max(t.shape[1] for row in tiles for t in row)
-    canvas = Image.new("RGB", (width * len(columns), 18 + height * len(tiles)), "white")
+    canvas = Image.new("RGB", (width * len(columns), 18 + sum(heights)), "white")
     draw = ImageDraw.Draw(canvas)
     for c, column in enumerate(columns):
         draw.text((c * width + 4, 3), column, fill="black")
     for r, row in enumerate(tiles):
         for c, tile in enumerate(row):
-            canvas.paste(Image.fromarray(tile), (c * width, 18 + r * height))
+            canvas.paste(Image.fromarray(tile), (c * width, 18 + sum(heights[:r])))
     return canvas
 
 
