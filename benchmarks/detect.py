@@ -18,8 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 from skimage import data
+from train_detector import TRAIN_PHOTOS
 
-from pipeline.damage import add_damage, mask_scores
+from pipeline.damage import add_damage, mask_scores, synthetic_infrared
 from pipeline.detect import detect
 from pipeline.methods import inpaint
 
@@ -49,10 +50,14 @@ def fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def measure(detector: str, name: str, seed: int, sensitivity: float) -> dict[str, float]:
     clean = photo(name)
     damage = add_damage(clean, seed=seed)
+    # The infrared detector reads a synthetic IR channel, as a film scanner would record it.
+    infrared = synthetic_infrared(damage, seed) if detector == "infrared" else None
+    clean_infrared = (synthetic_infrared(add_damage(clean, seed=seed, kinds=()), seed)
+                      if detector == "infrared" else None)
     started = time.perf_counter()
-    found = detect(damage.image, detector, sensitivity)
+    found = detect(damage.image, detector, sensitivity, infrared)
     seconds = time.perf_counter() - started
-    untouched = detect(clean, detector, sensitivity)
+    untouched = detect(clean, detector, sensitivity, clean_infrared)
     clean_fill = fill(clean, untouched.mask)
     return mask_scores(found.mask, damage.mask) | {
         "clean_flagged": untouched.damage_fraction,
@@ -79,18 +84,21 @@ def table(rows: dict[tuple[str, str], dict[str, float]], detector: str) -> list[
                                                                           name == "mean")]
         cells = []
         for column in COLUMNS:
-            value = float(np.mean([min(r[column], 99.0) for r in picked]))
+            values = [min(r[column], 99.0) for r in picked]
+            # The issue asks that *an* undamaged photo stay above 45 dB: show the worst.
+            worst = name == "mean" and column == "psnr_clean_auto"
+            value = float(np.min(values) if worst else np.mean(values))
             cells.append(f"{value:.2%}" if column == "clean_flagged" else
                          f"{value:.3f}" if column in ("precision", "recall", "f1") else
                          f"{value:.2f}")
-        label = f"**{name}**" if name == "mean" else name
+        label = "**mean** (psnr_clean_auto: worst)" if name == "mean" else name
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines + [""]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--detectors", nargs="+", default=["learned", "tophat"])
+    parser.add_argument("--detectors", nargs="+", default=["learned", "tophat", "infrared"])
     parser.add_argument("--photos", nargs="+", default=list(EVAL_PHOTOS))
     parser.add_argument("--sensitivity", type=float, default=0.5)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "detect.md"))
@@ -111,8 +119,11 @@ def main() -> None:
              "clean_flagged: share of the "
              "undamaged photo's pixels the detector flags. psnr_* in dB against the clean "
              "photo: the damaged photo, detect-then-fill, fill with the true mask, and the "
-             "undamaged photo through detect-then-fill (`--masks auto`). seconds_per_mp: "
-             "detection only, one thread. Command: `python benchmarks/detect.py`.", ""]
+             "undamaged photo through detect-then-fill (`--masks auto`; 99 = identical, "
+             "nothing flagged). seconds_per_mp: detection only, OpenCV on one thread, on a "
+             "2-core machine shared with other jobs. Command: `python benchmarks/detect.py`.",
+             "", "Training photos (never evaluated here): "
+             f"{', '.join(TRAIN_PHOTOS)}.", ""]
     for detector in args.detectors:
         lines += table(rows, detector)
     Path(args.out).write_text("\n".join(lines))
