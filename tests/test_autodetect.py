@@ -37,6 +37,12 @@ def scans(tmp_path):
     tifffile.imwrite(buffer, np.dstack([film.image, synthetic_infrared(film, seed=8)]),
                      photometric="rgb", extrasamples=["unspecified"])
     (images / "film.tif").write_bytes(buffer.getvalue())
+    # Scanners write 16 bits per sample too (64-bit RGBI).
+    deep = np.dstack([film.image, synthetic_infrared(film, seed=8)]).astype(np.uint16) * 257
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, deep, photometric="rgb", extrasamples=["unspecified"])
+    (images / "deep" / "film16.tif").parent.mkdir()
+    (images / "deep" / "film16.tif").write_bytes(buffer.getvalue())
     return {"images": images, "out": tmp_path / "out", "damage": damage, "film": film,
             "root": tmp_path}
 
@@ -94,10 +100,11 @@ def test_a_hand_made_mask_wins_over_detection(scans):
 
 def test_the_infrared_channel_is_used_when_the_scan_has_one(scans):
     rows = by_path(restore_items(settings(scans, task="detect")))
-    film = rows["film.tif"]
-    assert film["status"] == "ok" and film["method"] == "infrared"
-    assert film["output_uri"] == str(scans["out"] / "film.png")
-    assert mask_scores(read_mask(film["output_uri"]), scans["film"].mask)["f1"] > 0.8
+    for relative, mask_name in (("film.tif", "film.png"), ("deep/film16.tif", "deep/film16.png")):
+        film = rows[relative]
+        assert film["status"] == "ok" and film["method"] == "infrared", film["error"]
+        assert film["output_uri"] == str(scans["out"] / mask_name)
+        assert mask_scores(read_mask(film["output_uri"]), scans["film"].mask)["f1"] > 0.8
     assert rows["clean.png"]["method"] == "learned"
 
 
@@ -111,7 +118,7 @@ def test_detect_command_writes_masks_and_a_manifest_on_ray(scans, local_ray):
     rows = by_path(pads.dataset(str(masks / "_manifest")).to_table().to_pylist())
     assert rows["broken.jpg"]["status"] == "failed"
     assert rows["broken.jpg"]["error_kind"] == "decode"
-    for relative in ("box1/cat.png", "clean.png", "film.tif"):
+    for relative in ("box1/cat.png", "clean.png", "film.tif", "deep/film16.tif"):
         row = rows[relative]
         assert row["status"] == "ok" and row["seconds"] > 0
         assert set(json.loads(row["defects"])) == {"dust", "hair", "scratch"}
@@ -119,4 +126,4 @@ def test_detect_command_writes_masks_and_a_manifest_on_ray(scans, local_ray):
         assert row["damage_fraction"] == pytest.approx(mask.mean())
     assert (masks / "box1" / "cat.png").is_file()
     again = cli.invoke(app, ["detect", str(scans["images"]), "--out", str(masks)])
-    assert "3 already done" in again.output
+    assert "4 already done" in again.output
