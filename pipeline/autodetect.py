@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 
 from pipeline import imageio, storage
-from pipeline.detect import Detection, detect, read_infrared
+from pipeline.detect import Detection, DetectorError, detect, read_infrared
 from pipeline.discover import Item
 from pipeline.masks import encode_mask, hole_fraction
 from pipeline.settings import RunSettings
+
+__all__ = ["DetectorError", "auto_mask", "detect_item", "mask_uri_for"]
 
 MASKS_FOLDER = "_masks"
 

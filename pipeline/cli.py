@@ -115,7 +115,8 @@ def print_plan(work) -> None:
               f"{len(work.already_done)} already done (resume skips them), "
               f"{len(work.problems)} with pairing problems", highlight=False)
     for item in work.todo:
-        state = f"PROBLEM {item.problem}" if item.problem else f"mask {item.mask_uri}"
+        state = (f"PROBLEM {item.problem}" if item.problem else
+                 f"mask {item.mask_uri or 'to be detected'}")
         out.print(f"  todo  {item.image_uri}  {state}", highlight=False, markup=False)
     for item in work.already_done:
         out.print(f"  done  {item.image_uri}", highlight=False, markup=False)

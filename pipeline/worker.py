@@ -31,6 +31,8 @@ def error_kind(error: BaseException) -> str:
         return "decode"
     if isinstance(error, MaskError):
         return "mask"
+    if isinstance(error, autodetect.DetectorError):
+        return "detect"
     if isinstance(error, NothingToConditionOn):
         return "all_hole"
     if isinstance(error, FileNotFoundError):

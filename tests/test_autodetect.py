@@ -127,3 +127,11 @@ def test_detect_command_writes_masks_and_a_manifest_on_ray(scans, local_ray):
     assert (masks / "box1" / "cat.png").is_file()
     again = cli.invoke(app, ["detect", str(scans["images"]), "--out", str(masks)])
     assert "4 already done" in again.output
+
+
+def test_infrared_asked_of_a_scan_without_ir_is_a_failed_row_not_a_crash(scans):
+    rows = by_path(restore_items(settings(scans, task="detect", detector="infrared")))
+    assert rows["film.tif"]["status"] == "ok"
+    assert rows["clean.png"]["status"] == "failed"
+    assert rows["clean.png"]["error_kind"] == "detect"
+    assert "IR channel" in rows["clean.png"]["error"]
