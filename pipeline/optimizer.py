@@ -28,6 +28,7 @@ class Weights:
     context: float = 0.0
     tv_beta: float = 1.0
     context_depth: int = 2  # feature taps matched: strides 4, 8, then 16, 32
+    gradient_blur: float = 0.0  # sigma (px) of the blur on the network terms' gradients
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,8 @@ def _descend(base, hole, prior, weights, schedule, generator):
         if context is not None:
             if (step - 1) % schedule.rematch_every == 0:
                 context.rematch(image)
-            terms = terms + weights.context * context.loss(image)
+            seen = _smooth_gradient(image, weights.gradient_blur)
+            terms = terms + weights.context * context.loss(seen)
         optimizer.zero_grad()
         if hallucination is not None:
             parameter.grad = _normalised_sum(terms, hallucination.loss(image), parameter,
@@ -136,6 +138,15 @@ def _descend(base, hole, prior, weights, schedule, generator):
     with torch.no_grad():
         result = known + parameter.detach() * (1 - keep)
     return result, step, history[-1] if history else None, stopped
+
+
+def _smooth_gradient(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Same forward value, blurred backward: a network's gradient reaches the pixels
+    smoothed, so it cannot paint pixel-scale speckle (a smoother parameterisation)."""
+    if sigma <= 0:
+        return image
+    blurred = _blur(image, sigma)
+    return image.detach() + blurred - blurred.detach()
 
 
 def _normalised_sum(terms, hallucination, parameter, weight):

@@ -42,6 +42,10 @@ class OptimizerParams(MethodParams):
     finest_octave: int = Field(
         default=0, ge=0, description="Finest level optimised (1: half resolution; the "
         "initial fill's fine texture is kept and the run is about four times cheaper).")
+    coarse_radius: float = Field(
+        default=24.0, gt=0, description="Holes at least this wide (radius, px) are "
+        "optimised at half resolution at most: at full resolution the network terms paint "
+        "speckle into wide smooth regions (seen on the contact sheet).")
     patience: int = Field(default=8, ge=1, description="Plateau window in steps.")
     tolerance: float = Field(default=2e-3, ge=0, description="Relative loss drop below "
                              "which a window counts as a plateau.")
@@ -56,6 +60,8 @@ class HallucinateParams(OptimizerParams):
     context_weight: float = Field(default=0.3, ge=0, description="Deep-feature patch term.")
     context_depth: int = Field(default=3, ge=1, le=4, description="Feature taps the context "
                                "term matches: strides 4, 8, 16, 32.")
+    gradient_blur: float = Field(default=1.0, ge=0, description="Sigma (px) of the blur "
+                                 "on the network terms' gradients: no pixel-scale speckle.")
     hallucination_weight: float = Field(
         default=0.0, ge=0, description="The seed's class-score term, relative to the other "
         "terms' gradient norm. 0 by default: the benchmark does not support it (see "
@@ -95,10 +101,10 @@ class TotalVariation(Method):
                          smooth)
         if params.steps == 0:
             return Fill(start, 0, None)
+        finest = max(params.finest_octave, int(radius >= params.coarse_radius))
         octaves = params.octaves or 1 + max(0, int(math.log2(max(radius, 1) / 24)))
-        octaves = max(octaves, params.finest_octave + 1)
-        schedule = Schedule(steps=params.steps, lr=params.lr, octaves=octaves,
-                            finest=params.finest_octave,
+        octaves = max(octaves, finest + 1)
+        schedule = Schedule(steps=params.steps, lr=params.lr, octaves=octaves, finest=finest,
                             patience=params.patience, tolerance=params.tolerance,
                             deadline=self.deadline)
         outcome = optimize(start, wide, self.prior, self.term_weights(radius), schedule, self.seed,
@@ -128,6 +134,7 @@ class Hallucinate(TotalVariation):
             context=self.params.context_weight * share,
             tv_beta=self.params.tv_beta,
             context_depth=self.params.context_depth,
+            gradient_blur=self.params.gradient_blur,
         )
 
 
