@@ -66,6 +66,10 @@ def auth_headers() -> dict[str, str]:
         return loader.get_token_for_http_header(ignore_auth_mode=True)
     except AuthenticationError as error:  # e.g. RAY_AUTH_TOKEN_PATH names a missing file
         raise ClusterError(f"cannot read the Ray auth token: {error.message}") from None
+    finally:
+        # The loader's cache is process-wide: a Ray driver in this process (a notebook
+        # that also runs pipeline.run) must read its own cluster's token again, not ours.
+        loader.reset_cache()
 
 
 @contextlib.contextmanager
