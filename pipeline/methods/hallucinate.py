@@ -23,10 +23,13 @@ from pipeline.prior import DEFAULT_MODEL, load_prior
 
 
 class OptimizerParams(MethodParams):
-    init: Literal["biharmonic", "fsr", "blend", "telea"] = Field(
-        default="blend", description="Classical fill the optimisation starts from "
-        "(blend: biharmonic at the border fading into FSR over `blend_radius`).")
-    blend_radius: float = Field(default=64.0, gt=0)
+    init: Literal["biharmonic", "fsr", "blend", "detail", "telea"] = Field(
+        default="detail", description="Classical fill the optimisation starts from. blend: "
+        "biharmonic at the border fading into FSR over `blend_radius`; detail: biharmonic "
+        "plus FSR's fine detail (FSR minus its blur), faded in the same way.")
+    blend_radius: float = Field(default=16.0, gt=0)
+    detail_sigma: float = Field(default=2.0, gt=0, description="Blur (px) that splits FSR "
+                                "into the coarse part (dropped) and the detail (kept).")
     thin_radius: float = Field(
         default=4.5, ge=0, description="Holes whose farthest pixel is at most this far "
         "(px) from a known pixel keep the initial fill: scratches need pure smoothness.")
@@ -97,7 +100,7 @@ class TotalVariation(Method):
         if not wide.any():
             return Fill(smooth, 0, None)  # scratches only: pure smoothness
         start = np.where(wide[:, :, None],
-                         initial_fill(image, mask, params.init, params.blend_radius, smooth),
+                         initial_fill(image, mask, params, smooth),
                          smooth)
         if params.steps == 0:
             return Fill(start, 0, None)
@@ -138,16 +141,24 @@ class Hallucinate(TotalVariation):
         )
 
 
-def initial_fill(image: np.ndarray, mask: np.ndarray, kind: str, blend_radius: float,
+def initial_fill(image: np.ndarray, mask: np.ndarray, params: OptimizerParams,
                  smooth: np.ndarray) -> np.ndarray:
     """The fill the optimisation starts from; `smooth` is the biharmonic fill."""
+    kind = params.init
     if kind == "fsr":
         filled = fsr_fill(image, mask)
-    elif kind == "blend":
+    elif kind in ("blend", "detail"):
         # Biharmonic continues edges across the border; FSR brings texture to the middle.
+        # FSR's coarse part can be off-palette blocks (green in a stained slide, black in a
+        # fundus), so `detail` takes only its fine detail on top of the biharmonic fill.
         distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
-        share = np.clip(distance / blend_radius, 0, 1)[:, :, None]
-        filled = (1 - share) * smooth + share * fsr_fill(image, mask)
+        share = np.clip(distance / params.blend_radius, 0, 1)[:, :, None]
+        fsr = fsr_fill(image, mask)
+        if kind == "blend":
+            filled = (1 - share) * smooth + share * fsr
+        else:
+            detail = fsr - cv2.GaussianBlur(fsr, (0, 0), params.detail_sigma).reshape(fsr.shape)
+            filled = np.clip(smooth + share * detail, 0, 1)
     elif kind == "telea":
         from pipeline.methods.opencv import Telea
 
