@@ -4,9 +4,16 @@ Library entry points: `inpaint` (one array), `run` (a whole archive on Ray),
 `restore_items` (the same work in-process) and `RunSettings` (every setting, typed).
 """
 
-from pipeline.methods import inpaint, load_method, method_names
-from pipeline.runner import plan, restore_items, run
-from pipeline.settings import RunSettings
+import os
+
+# OpenMP threads that spin while waiting turned a 50 ms torch step into 30 s on shared,
+# loaded cores (measured in benchmarks/quality.py); every process that imports the
+# pipeline, Ray workers included, sets this before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from pipeline.methods import inpaint  # noqa: E402, load_method, method_names
+from pipeline.runner import plan  # noqa: E402, restore_items, run
+from pipeline.settings import RunSettings  # noqa: E402
 
 __all__ = ["RunSettings", "inpaint", "load_method", "method_names", "plan", "restore_items",
            "run"]
