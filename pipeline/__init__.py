@@ -11,8 +11,8 @@ import os
 # pipeline, Ray workers included, sets this before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from pipeline.methods import inpaint  # noqa: E402, load_method, method_names
-from pipeline.runner import plan  # noqa: E402, restore_items, run
+from pipeline.methods import inpaint, load_method, method_names  # noqa: E402
+from pipeline.runner import plan, restore_items, run  # noqa: E402
 from pipeline.settings import RunSettings  # noqa: E402
 
 __all__ = ["RunSettings", "inpaint", "load_method", "method_names", "plan", "restore_items",
