@@ -24,10 +24,15 @@ import numpy as np
 import tifffile
 from skimage import data
 
-WIDTH, HEIGHT = 7744, 5164  # 40.0 MP, a 3:2 scan
+
+def scan_size(megapixels: float) -> tuple[int, int]:
+    """Width and height of a 3:2 scan (40 MP: 7746 x 5164)."""
+    height = round((megapixels * 1e6 / 1.5) ** 0.5)
+    return round(height * 1.5), height
 
 
-def build_scan(folder: Path, scratches: int, seed: int = 0) -> dict:
+def build_scan(folder: Path, scratches: int, seed: int = 0, megapixels: float = 40) -> dict:
+    WIDTH, HEIGHT = scan_size(megapixels)  # noqa: N806
     photo = cv2.resize(data.chelsea(), (WIDTH, HEIGHT), interpolation=cv2.INTER_CUBIC)
     scan = photo.astype(np.uint16) * 257
     (folder / "images").mkdir()
@@ -76,13 +81,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--method", default="telea")
     parser.add_argument("--scratches", type=int, default=6)
+    parser.add_argument("--megapixels", type=float, default=40)
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(restore_once(args.child, args.method)))
         return
     with tempfile.TemporaryDirectory() as folder:
-        scan = build_scan(Path(folder), args.scratches)
+        scan = build_scan(Path(folder), args.scratches, megapixels=args.megapixels)
         child = subprocess.run([sys.executable, __file__, "--method", args.method,
                                 "--child", folder], capture_output=True, text=True, check=True)
         result = json.loads(child.stdout.strip().splitlines()[-1])
