@@ -58,7 +58,7 @@ def _where(uri: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from pipeline.cli import _Reporter, print_summary
+    from pipeline.cli import Reporter, print_summary
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{settings.method} on {settings.workers} worker(s), "
               f"{settings.gpus_per_worker:g} GPU each", flush=True)
         work = plan(settings)
-        with _Reporter(len(work.todo)) as reporter:
+        with Reporter(len(work.todo)) as reporter:
             summary = runner.run(settings, progress=reporter, work=work)
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)

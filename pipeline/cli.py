@@ -75,15 +75,15 @@ def build_settings(**fields: Any) -> RunSettings:
         fail_usage(problems)
 
 
-class _Reporter:
+class Reporter:
     """A progress bar on a terminal, plain log lines (every 10 s) elsewhere."""
 
-    def __init__(self, total: int):
+    def __init__(self, total: int, doing: str = "restoring"):
         self.total, self.done, self.failed = total, 0, 0
         self.started = self.last_line = time.monotonic()
         self.bar = None
         if err.is_terminal:
-            self.bar = Progress(TextColumn("restoring"), BarColumn(), MofNCompleteColumn(),
+            self.bar = Progress(TextColumn(doing), BarColumn(), MofNCompleteColumn(),
                                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
                                 console=err)
             self.task = self.bar.add_task("restore", total=total, rate="")
@@ -192,7 +192,7 @@ def run_command(
             print_plan(runner.plan(settings))
             return
         work = runner.plan(settings)
-        with _Reporter(len(work.todo)) as reporter:
+        with Reporter(len(work.todo)) as reporter:
             summary = runner.run(settings, progress=reporter, work=work)
     except UsageError as error:
         fail_usage(str(error))
@@ -250,7 +250,7 @@ def detect_command(
     )
     try:
         work = runner.plan(settings)
-        with _Reporter(len(work.todo)) as reporter:
+        with Reporter(len(work.todo), "detecting") as reporter:
             summary = runner.run(settings, progress=reporter, work=work)
     except UsageError as error:
         fail_usage(str(error))
