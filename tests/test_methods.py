@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from pipeline.masks import synthetic_mask
 from pipeline.methods import inpaint, load_method, method_names
@@ -22,13 +21,7 @@ FAST = {"tv": {"steps": 3},
         "hallucinate": {"steps": 3, "hallucination_weight": 0.2, "hallucination_radius": 0}}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # On shared cores OpenMP's spinning threads make tiny optimisations crawl.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def photo_as(mode: str) -> np.ndarray:

@@ -12,15 +12,7 @@ from pipeline.optimizer import Schedule, Weights, optimize, tv_loss
 from pipeline.prior import load_prior
 from tests.conftest import small_photo
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    # Tiny tensors gain nothing from threads, and on shared cores OpenMP's spinning
-    # threads make a 50 ms optimisation take half a minute.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture
