@@ -48,19 +48,18 @@ def auto_mask(item: Item, photo: imageio.Photo, image_bytes: bytes,
     outputs and return it with the manifest facts (its URI included)."""
     detection = find_damage(photo, image_bytes, settings)
     uri = mask_uri_for(storage.join(settings.out, MASKS_FOLDER), item.relative_path)
-    _write(uri, encode_mask(detection.mask), settings)
+    storage.write_uri(uri, encode_mask(detection.mask), settings.storage_options)
     return detection.mask, detection_facts(detection) | {"mask_uri": uri}
 
 
 def detect_item(item: Item, settings: RunSettings) -> dict[str, Any]:
     """The work of `inpaint detect` for one item: read, detect, write the mask PNG."""
-    fs, path = storage.filesystem(item.image_uri, settings.storage_options)
-    image_bytes = storage.read_bytes(fs, path)
+    image_bytes = storage.read_uri(item.image_uri, settings.storage_options)
     photo = imageio.decode(image_bytes, settings.max_pixels)
     detection = find_damage(photo, image_bytes, settings)
     data = encode_mask(detection.mask)
     uri = mask_uri_for(settings.out, item.relative_path)
-    _write(uri, data, settings)
+    storage.write_uri(uri, data, settings.storage_options)
     return detection_facts(detection) | {
         "status": "ok",
         "method": detection.detector,
@@ -72,8 +71,3 @@ def detect_item(item: Item, settings: RunSettings) -> dict[str, Any]:
         "output_uri": uri,
         "output_bytes": len(data),
     }
-
-
-def _write(uri: str, data: bytes, settings: RunSettings) -> None:
-    fs, path = storage.filesystem(uri, settings.storage_options)
-    storage.write_atomic(fs, path, data)

@@ -64,13 +64,18 @@ def to_table(rows: list[dict[str, Any]]) -> pa.Table:
     return pa.Table.from_pylist([{c: row.get(c) for c in COLUMNS} for row in rows], SCHEMA)
 
 
+def dataset(uri: str, storage_options: dict | None = None) -> pads.Dataset:
+    """The manifest's parts as one Arrow dataset, for scans that filter or project."""
+    fs, path = storage.filesystem(uri, storage_options)
+    return pads.dataset(path, filesystem=fs, format="parquet", schema=SCHEMA)
+
+
 def read(uri: str, storage_options: dict | None = None, columns: list[str] | None = None):
     """The whole manifest as one Arrow table (empty when there is none yet)."""
     fs, path = storage.filesystem(uri, storage_options)
     if not storage.with_retries(lambda: fs.exists(path), f"stat {uri}"):
         return SCHEMA.empty_table().select(columns or COLUMNS)
-    dataset = pads.dataset(path, filesystem=fs, format="parquet", schema=SCHEMA)
-    return dataset.to_table(columns=columns)
+    return dataset(uri, storage_options).to_table(columns=columns)
 
 
 def completed(uri: str, storage_options: dict | None = None) -> set[tuple[str, str, str]]:

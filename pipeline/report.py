@@ -73,7 +73,7 @@ def build(manifest_uri: str, out_uri: str, run_id: str | None = None,
         known = ", ".join(run["run_id"] for run in history)
         raise ReportError(f"run {chosen!r} is not in {manifest_uri} (runs: {known})")
     rows = facts.filter(pc.equal(facts["run_id"], chosen))
-    dataset = _dataset(manifest_uri, storage_options)
+    dataset = manifest.dataset(manifest_uri, storage_options)
     run_filter = pads.field("run_id") == chosen
     out_fs, out_path = storage.filesystem(out_uri, storage_options)
     out_path = out_path.rstrip("/")
@@ -92,11 +92,6 @@ def build(manifest_uri: str, out_uri: str, run_id: str | None = None,
     index = out_path + "/index.html"
     storage.write_atomic(out_fs, index, render(context).encode())
     return storage.full_uri(out_fs, index)
-
-
-def _dataset(uri: str, storage_options: dict | None) -> pads.Dataset:
-    fs, path = storage.filesystem(uri, storage_options)
-    return pads.dataset(path, filesystem=fs, format="parquet", schema=manifest.SCHEMA)
 
 
 # --- aggregates ---------------------------------------------------------------------------
@@ -326,8 +321,7 @@ def _thumb_size(size: tuple[int, int]) -> tuple[int, int]:
 
 
 def _open(uri: str, storage_options: dict | None, max_pixels: int) -> Image.Image:
-    fs, path = storage.filesystem(uri, storage_options)
-    return imageio.open_checked(storage.read_bytes(fs, path), max_pixels)
+    return imageio.open_checked(storage.read_uri(uri, storage_options), max_pixels)
 
 
 def _load_rgb(uri: str, storage_options: dict | None, max_pixels: int) -> Image.Image:

@@ -109,6 +109,18 @@ def read_bytes(fs, path: str) -> bytes:
     return with_retries(lambda: fs.cat_file(path), f"read {path}")
 
 
+def read_uri(uri: str, storage_options: dict[str, Any] | None = None) -> bytes:
+    """`read_bytes` for a URI: the whole object, with retries."""
+    fs, path = filesystem(uri, storage_options)
+    return read_bytes(fs, path)
+
+
+def write_uri(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
+    """`write_atomic` for a URI."""
+    fs, path = filesystem(uri, storage_options)
+    write_atomic(fs, path, data)
+
+
 def write_atomic(fs, path: str, data: bytes) -> None:
     """Write so that no reader ever sees a partial file at `path`.
 

@@ -124,8 +124,7 @@ def _describe(error: BaseException) -> str:
 
 def _restore(item: Item, context: Context) -> dict[str, Any]:
     settings = context.settings
-    image_fs, image_path = storage.filesystem(item.image_uri, settings.storage_options)
-    image_bytes = storage.read_bytes(image_fs, image_path)
+    image_bytes = storage.read_uri(item.image_uri, settings.storage_options)
     photo = imageio.decode(image_bytes, settings.max_pixels)
     found: dict[str, Any] = {}
     if item.mask_uri is None and settings.masks == "auto":
@@ -147,20 +146,19 @@ def _restore(item: Item, context: Context) -> dict[str, Any]:
     output_uri = output_uri_for(settings, item.relative_path)
     if not mask.any():
         data = _unchanged_bytes(photo, image_bytes, settings)
-        _write(output_uri, data, settings)
+        storage.write_uri(output_uri, data, settings.storage_options)
         return facts | {"status": "skipped", "error": "empty mask: nothing to fill, input copied",
                         "output_uri": output_uri, "output_bytes": len(data)}
     result = context.method(photo.pixels, mask)
     data = imageio.encode(photo, result.pixels, settings.output_format)
-    _write(output_uri, data, settings)
+    storage.write_uri(output_uri, data, settings.storage_options)
     return facts | {"status": "ok", "output_uri": output_uri, "output_bytes": len(data),
                     "iterations": result.iterations, "loss": result.loss}
 
 
 def _read_mask(item: Item, settings: RunSettings) -> bytes:
-    fs, path = storage.filesystem(item.mask_uri, settings.storage_options)
     try:
-        return storage.read_bytes(fs, path)
+        return storage.read_uri(item.mask_uri, settings.storage_options)
     except FileNotFoundError:
         raise MaskError(f"mask not found: {item.mask_uri}") from None
 
@@ -169,11 +167,6 @@ def _unchanged_bytes(photo: imageio.Photo, original: bytes, settings: RunSetting
     if settings.output_format and imageio.FORMAT_NAMES[settings.output_format] != photo.format:
         return imageio.encode(photo, photo.pixels, settings.output_format)
     return original
-
-
-def _write(uri: str, data: bytes, settings: RunSettings) -> None:
-    fs, path = storage.filesystem(uri, settings.storage_options)
-    storage.write_atomic(fs, path, data)
 
 
 def restorer_class(settings: RunSettings, params: str) -> type:
