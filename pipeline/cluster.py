@@ -52,24 +52,26 @@ def token_source() -> str | None:
 
 
 def auth_headers() -> dict[str, str]:
-    """The token as an HTTP header, read by Ray's own loader from Ray's standard places.
+    """The token as an HTTP header, read from Ray's standard places in Ray's order.
 
     Ray 2.60's client attaches it only when RAY_AUTH_MODE=token is set on the *client*
     machine, which a laptop talking to a remote cluster rarely has; so we pass it ourselves.
+    Read here rather than through Ray's token loader: that loader's cache is process-wide,
+    and resetting it broke the token of a Ray driver running in the same process.
     """
-    from ray._raylet import AuthenticationTokenLoader
-    from ray.exceptions import AuthenticationError
-
-    loader = AuthenticationTokenLoader.instance()
-    loader.reset_cache()  # the environment may have changed since the last call
-    try:
-        return loader.get_token_for_http_header(ignore_auth_mode=True)
-    except AuthenticationError as error:  # e.g. RAY_AUTH_TOKEN_PATH names a missing file
-        raise ClusterError(f"cannot read the Ray auth token: {error.message}") from None
-    finally:
-        # The loader's cache is process-wide: a Ray driver in this process (a notebook
-        # that also runs pipeline.run) must read its own cluster's token again, not ours.
-        loader.reset_cache()
+    source = token_source()
+    if source is None:
+        return {}
+    if source == "RAY_AUTH_TOKEN":
+        token = os.environ["RAY_AUTH_TOKEN"]
+    else:
+        try:
+            token = Path(source).read_text()
+        except OSError as error:  # e.g. RAY_AUTH_TOKEN_PATH names a missing file
+            raise ClusterError(f"cannot read the Ray auth token from {source}: "
+                               f"{error.strerror}") from None
+    token = token.strip()
+    return {"authorization": f"Bearer {token}"} if token else {}
 
 
 @contextlib.contextmanager
