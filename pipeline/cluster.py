@@ -83,10 +83,12 @@ def _plain_errors(address: str | None) -> Iterator[None]:
         "RAY_ADDRESS") or "http://127.0.0.1:8265"
     try:
         yield
-    except AuthenticationError as error:
-        if str(error).startswith("Authentication failed"):
+    except AuthenticationError:
+        # Which case it is follows from what we sent, not from Ray's wording.
+        source = token_source()
+        if source is not None:
             raise ClusterError(f"the cluster at {where} rejected the Ray auth token read from "
-                               f"{token_source()}; use the token of that cluster ("
+                               f"{source}; use the token of that cluster ("
                                f"{TOKEN_HELP})") from None
         raise ClusterError(f"the cluster at {where} requires a Ray auth token and none was "
                            f"found: {TOKEN_HELP}") from None
