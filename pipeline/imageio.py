@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, JpegImagePlugin, PngImagePlugin
 
-from pipeline import deepcolour
+from pipeline import deepcolour, jpegsplice
 from pipeline.deepcolour import is_deep_colour, to_8bit
 
 # Pillow's own bomb guard refuses above 2 x 89 MP whatever --max-pixels says; the limit
@@ -45,7 +45,8 @@ class Photo:
 
     `source` holds the original samples (displayed orientation) of modes whose working
     form is not a lossless view of them (palette indices, CMYK): encoding keeps those
-    samples wherever the method left a pixel as it was.
+    samples wherever the method left a pixel as it was. `original` holds a JPEG's file
+    bytes, whose coefficients encoding keeps wherever the fill touched no block.
     """
 
     pixels: np.ndarray
@@ -55,6 +56,7 @@ class Photo:
     save_options: dict[str, Any] = field(default_factory=dict)
     source: np.ndarray | None = None
     palette: list[int] | None = None
+    original: bytes | None = field(default=None, repr=False)
 
     @property
     def height(self) -> int:
@@ -104,7 +106,9 @@ def decode(data: bytes, max_pixels: int) -> Photo:
     if not _pillow_oriented(image, orientation):
         working = orient(working, orientation)
         source = orient(source, orientation) if source is not None else None
-    return Photo(working, image_format, image.mode, orientation, options, source, palette)
+    original = data if image_format == "JPEG" else None
+    return Photo(working, image_format, image.mode, orientation, options, source, palette,
+                 original)
 
 
 def _orientation(image: Image.Image) -> int:
@@ -215,6 +219,26 @@ def is_lossless_webp(data: bytes) -> bool:
 
 def encode(photo: Photo, pixels: np.ndarray, output_format: str | None = None) -> bytes:
     """Encode restored pixels in the original's layout, format and metadata."""
+    return encode_with_note(photo, pixels, output_format)[0]
+
+
+def encode_with_note(photo: Photo, pixels: np.ndarray,
+                     output_format: str | None = None) -> tuple[bytes, str | None]:
+    """`encode`, plus a line for the manifest on how a JPEG was written: spliced (blocks
+    the fill did not touch keep their stored coefficients) or re-encoded, and why."""
+    data = _encoded(photo, pixels, output_format)
+    same_format = not output_format or FORMAT_NAMES[output_format] == photo.format
+    if photo.original is None or not same_format:
+        return data, None
+    before = orient(photo.pixels, photo.orientation, inverse=True)
+    after = orient(pixels, photo.orientation, inverse=True)
+    try:
+        return jpegsplice.splice(photo.original, before, after)
+    except jpegsplice.CannotSplice as reason:
+        return data, f"jpeg re-encoded with the original's tables, not spliced: {reason}"
+
+
+def _encoded(photo: Photo, pixels: np.ndarray, output_format: str | None) -> bytes:
     target = FORMAT_NAMES[output_format] if output_format else photo.format
     if target not in WRITABLE:
         raise ImageDecodeError(f"{target} cannot be written back faithfully; pass --format png")

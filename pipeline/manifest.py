@@ -44,6 +44,7 @@ SCHEMA = pa.schema(
         ("seconds", pa.float64()),
         ("input_bytes", pa.int64()),
         ("output_bytes", pa.int64()),
+        ("encoding", pa.string()),
         ("worker", pa.string()),
         ("device", pa.string()),
         ("model", pa.string()),

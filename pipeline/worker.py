@@ -150,10 +150,10 @@ def _restore(item: Item, context: Context) -> dict[str, Any]:
         return facts | {"status": "skipped", "error": "empty mask: nothing to fill, input copied",
                         "output_uri": output_uri, "output_bytes": len(data)}
     result = context.method(photo.pixels, mask)
-    data = imageio.encode(photo, result.pixels, settings.output_format)
+    data, encoding = imageio.encode_with_note(photo, result.pixels, settings.output_format)
     storage.write_uri(output_uri, data, settings.storage_options)
     return facts | {"status": "ok", "output_uri": output_uri, "output_bytes": len(data),
-                    "iterations": result.iterations, "loss": result.loss}
+                    "encoding": encoding, "iterations": result.iterations, "loss": result.loss}
 
 
 def _read_mask(item: Item, settings: RunSettings) -> bytes:
