@@ -14,7 +14,7 @@ from pathlib import Path
 import jpeglib
 import numpy as np
 
-COMPONENTS = ("Y", "Cb", "Cr")
+COMPONENTS = ("Y", "Cb", "Cr")  # jpeglib's names, also for the R, G, B of an RGB JPEG
 # RGB -> YCbCr as JFIF and libjpeg define it; a difference of pixels needs no +128 offset.
 YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5],
                   [0.5, -0.418688, -0.081312]])
@@ -23,13 +23,16 @@ YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5],
 _DCT_1D = np.array([[np.sqrt((1 if u == 0 else 2) / 8) * np.cos((2 * x + 1) * u * np.pi / 16)
                      for x in range(8)] for u in range(8)])
 IDCT = np.kron(_DCT_1D, _DCT_1D).T
-SOS, EOI, DAC = 0xDA, 0xD9, 0xCC
+SOS, EOI = 0xDA, 0xD9
 APP0, APP15, COM = 0xE0, 0xEF, 0xFE
-# Frame types jpeglib's bundled libjpeg 6b reads: baseline, extended and progressive Huffman.
-# On arithmetic coding, lossless or hierarchical frames libjpeg calls exit(), which would
-# take the worker with it, so those are refused before jpeglib sees them.
-HUFFMAN_FRAMES = {0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive"}
-OTHER_FRAMES = {0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+# jpeglib bundles several libjpegs; libjpeg-turbo 2.1 is the one that reads arithmetic
+# coding. It reads the frame types below; on lossless or hierarchical frames it calls exit()
+# (jpeglib installs no error handler), which would take the worker with it, so those are
+# refused before jpeglib sees them.
+LIBJPEG = "turbo210"
+FRAMES = {0xC0: "baseline", 0xC1: "extended", 0xC2: "progressive", 0xC9: "arithmetic",
+          0xCA: "progressive arithmetic"}
+OTHER_FRAMES = {0xC3, 0xC5, 0xC6, 0xC7, 0xCB, 0xCD, 0xCE, 0xCF}
 STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a length field
 # jpeglib keeps APPn/COM segments in a fixed table of 50 and writes past its end beyond that.
 MAX_SEGMENTS = 40
@@ -52,7 +55,8 @@ def splice(original: bytes, before: np.ndarray, after: np.ndarray) -> tuple[byte
         jpeg = _read(Path(folder, "original.jpg"), original)
         _check_layout(jpeg, changed.shape)
         recoded = total = 0
-        for index, delta in enumerate(component_deltas(before, after)):
+        transform = YCBCR if jpeg.jpeg_color_space.name == "JCS_YCbCr" else np.eye(3)
+        for index, delta in enumerate(component_deltas(before, after, transform)):
             name = COMPONENTS[index]
             factor = jpeg.samp_factor.max(axis=0) // jpeg.samp_factor[index]
             stored = np.asarray(getattr(jpeg, name))
@@ -65,17 +69,18 @@ def splice(original: bytes, before: np.ndarray, after: np.ndarray) -> tuple[byte
         jpeg.write_dct(str(target), flags=["+OPTIMIZE_CODING"])
         coded = target.read_bytes()
     note = f"jpeg splice: {recoded} of {total} blocks re-coded, the rest kept as stored"
-    if frame == "progressive":
-        note += "; progressive written as baseline"
+    if frame not in ("baseline", "extended"):
+        note += f"; {frame} written as baseline Huffman"
     return with_segments(coded, metadata), note
 
 
-def component_deltas(before: np.ndarray, after: np.ndarray) -> list[np.ndarray]:
-    """The change per JPEG component (Y, Cb, Cr, or gray) at full resolution."""
+def component_deltas(before: np.ndarray, after: np.ndarray,
+                     transform: np.ndarray) -> list[np.ndarray]:
+    """The change per JPEG component (Y, Cb, Cr; R, G, B; or gray) at full resolution."""
     delta = after.astype(np.float64) - before
     if delta.ndim == 2:
         return [delta]
-    return list(np.moveaxis(delta @ YCBCR.T, 2, 0))
+    return list(np.moveaxis(delta @ transform.T, 2, 0))
 
 
 def recode(stored: np.ndarray, table: np.ndarray, delta: np.ndarray, changed: np.ndarray,
@@ -118,6 +123,8 @@ def blocks_of(samples: np.ndarray) -> np.ndarray:
 
 
 def _read(path: Path, data: bytes) -> jpeglib.DCTJPEG:
+    if jpeglib.version.get() != LIBJPEG:
+        jpeglib.version.set(LIBJPEG)  # process-wide; nothing else here uses jpeglib
     path.write_bytes(data)
     jpeg = jpeglib.read_dct(str(path))
     jpeg.load()
@@ -126,9 +133,8 @@ def _read(path: Path, data: bytes) -> jpeglib.DCTJPEG:
 
 def _check_layout(jpeg: jpeglib.DCTJPEG, shape: tuple) -> None:
     space = jpeg.jpeg_color_space.name.removeprefix("JCS_")
-    if space not in ("YCbCr", "GRAYSCALE"):
-        raise CannotSplice(f"{space} colour space (YCbCr and gray JPEGs are spliced; jpeglib "
-                           "writes no 4th component)")
+    if space not in ("YCbCr", "RGB", "GRAYSCALE"):
+        raise CannotSplice(f"{space} colour space (jpeglib writes no 4th component)")
     if (jpeg.height, jpeg.width) != shape:
         raise CannotSplice("the stored size differs from the photo's")
     sampling = jpeg.samp_factor
@@ -171,13 +177,12 @@ def header_of(data: bytes) -> tuple[str, list[bytes]]:
         if is_metadata(marker):
             if not (marker == APP0 + 2 and segment[4:8] == MPF):
                 metadata.append(segment)
-        elif marker in HUFFMAN_FRAMES:
-            frame = HUFFMAN_FRAMES[marker]
+        elif marker in FRAMES:
+            frame = FRAMES[marker]
             if segment[4] != 8:
                 raise CannotSplice(f"{segment[4]}-bit samples")
-        elif marker in OTHER_FRAMES or marker == DAC:
-            raise CannotSplice(f"frame type 0x{marker:02X} (arithmetic, lossless or "
-                               "hierarchical coding)")
+        elif marker in OTHER_FRAMES:
+            raise CannotSplice(f"frame type 0x{marker:02X} (lossless or hierarchical coding)")
     if frame is None:
         raise CannotSplice("no frame header before the image data")
     if len(metadata) > MAX_SEGMENTS:
