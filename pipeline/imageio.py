@@ -226,16 +226,16 @@ def encode_with_note(photo: Photo, pixels: np.ndarray,
                      output_format: str | None = None) -> tuple[bytes, str | None]:
     """`encode`, plus a line for the manifest on how a JPEG was written: spliced (blocks
     the fill did not touch keep their stored coefficients) or re-encoded, and why."""
-    data = _encoded(photo, pixels, output_format)
     same_format = not output_format or FORMAT_NAMES[output_format] == photo.format
     if photo.original is None or not same_format:
-        return data, None
+        return _encoded(photo, pixels, output_format), None
     before = orient(photo.pixels, photo.orientation, inverse=True)
     after = orient(pixels, photo.orientation, inverse=True)
     try:
         return jpegsplice.splice(photo.original, before, after)
     except jpegsplice.CannotSplice as reason:
-        return data, f"jpeg re-encoded with the original's tables, not spliced: {reason}"
+        note = f"jpeg re-encoded with the original's tables, not spliced: {reason}"
+        return _encoded(photo, pixels, output_format), note
 
 
 def _encoded(photo: Photo, pixels: np.ndarray, output_format: str | None) -> bytes:
