@@ -2,8 +2,8 @@
 block whose footprint holds no changed pixel keeps the original file's quantized
 coefficients; a touched block gets the original's plus the quantized DCT of the change.
 
-jpeglib reads and writes the coefficients. `pipeline.imageio.encode` calls `splice` and, on
-`CannotSplice`, writes a same-settings re-encode instead; the manifest says which.
+jpeglib reads and writes the coefficients. `pipeline.imageio.encode_with_note` calls `splice`;
+on `CannotSplice` it writes a same-settings re-encode instead, and the manifest says which.
 """
 
 from __future__ import annotations
@@ -71,7 +71,10 @@ def splice(original: bytes, before: np.ndarray, after: np.ndarray) -> tuple[byte
             total += stored.shape[0] * stored.shape[1]
         jpeg.markers = []  # the original's own segments are copied byte for byte below
         target = Path(folder, "spliced.jpg")
-        jpeg.write_dct(str(target), flags=["+OPTIMIZE_CODING"])
+        try:
+            jpeg.write_dct(str(target), flags=["+OPTIMIZE_CODING"])
+        except OSError:
+            raise CannotSplice("libjpeg could not write the coefficients") from None
         coded = target.read_bytes()
     note = f"jpeg splice: {recoded} of {total} blocks re-coded, the rest kept as stored"
     if frame not in ("baseline", "extended"):
@@ -135,8 +138,11 @@ def _read(path: Path, data: bytes) -> jpeglib.DCTJPEG:
     if jpeglib.version.get() != LIBJPEG:
         jpeglib.version.set(LIBJPEG)  # process-wide; nothing else here uses jpeglib
     path.write_bytes(data)
-    jpeg = jpeglib.read_dct(str(path))
-    jpeg.load()
+    try:
+        jpeg = jpeglib.read_dct(str(path))
+        jpeg.load()
+    except OSError:
+        raise CannotSplice("libjpeg could not read the coefficients") from None
     return jpeg
 
 
