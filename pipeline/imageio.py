@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import tifffile
 from PIL import Image, JpegImagePlugin, PngImagePlugin
 
 from pipeline import deepcolour, jpegsplice
@@ -96,6 +97,10 @@ def decode(data: bytes, max_pixels: int) -> Photo:
         except ValueError as error:
             raise ImageDecodeError(str(error)) from None
         return Photo(orient(stored, orientation), image_format, image.mode, orientation, options)
+    if is_rgbi(image):
+        source = orient(_rgbi_samples(data), orientation)
+        return Photo(np.ascontiguousarray(source[:, :, :3]), image_format, "RGBX", orientation,
+                     options, source)
     try:
         image.load()
     except Exception as error:
@@ -109,6 +114,29 @@ def decode(data: bytes, max_pixels: int) -> Photo:
     original = data if image_format == "JPEG" else None
     return Photo(working, image_format, image.mode, orientation, options, source, palette,
                  original)
+
+
+def is_rgbi(image: Image.Image) -> bool:
+    """An 8-bit RGB TIFF with a fourth, 'unspecified' extra sample (a film scanner's
+    infrared channel), which Pillow reads as plain RGB, dropping that sample."""
+    tags = getattr(image, "tag_v2", None)
+    return (tags is not None and image.mode == "RGB" and tags.get(277) == 4
+            and tuple(tags.get(338, ())) == (0,) and tuple(tags.get(258, ())) == (8,) * 4)
+
+
+def _rgbi_samples(data: bytes) -> np.ndarray:
+    """HxWx4 uint8 stored samples of an RGBI TIFF, read with tifffile."""
+    try:
+        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+            page = tiff.pages[0]
+            samples = page.asarray()
+            if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
+                samples = np.moveaxis(samples, 0, -1)
+    except Exception as error:
+        raise ImageDecodeError(f"cannot decode image data: {error}") from None
+    if samples.dtype != np.uint8 or samples.ndim != 3 or samples.shape[2] != 4:
+        raise ImageDecodeError(f"unsupported RGBI layout {samples.dtype} {samples.shape}")
+    return np.ascontiguousarray(samples)
 
 
 def _orientation(image: Image.Image) -> int:
@@ -284,6 +312,10 @@ def _back_to_source(photo: Photo, pixels: np.ndarray, target: str) -> tuple[np.n
         filled = Image.fromarray(np.ascontiguousarray(pixels[changed][None]))
         samples[changed] = np.asarray(filled.convert("CMYK"))[0]
         return samples, "CMYK"
+    if photo.mode == "RGBX" and target == "TIFF":
+        samples = photo.source.copy()  # the extra (infrared) sample is kept as it was
+        samples[:, :, :3] = pixels
+        return samples, "RGBX"
     if photo.mode in ("LA", "La") and target in ("PNG", "TIFF", "WEBP"):
         return pixels, "LA"
     if photo.mode == "1" and target in ("PNG", "TIFF"):
@@ -312,8 +344,8 @@ def _to_image(array: np.ndarray, mode: str, palette: list[int] | None) -> Image.
         image = Image.frombytes("P", (array.shape[1], array.shape[0]), array.tobytes())
         image.putpalette(palette)
         return image
-    if mode == "CMYK":
-        return Image.frombytes("CMYK", (array.shape[1], array.shape[0]), array.tobytes())
+    if mode in ("CMYK", "RGBX"):
+        return Image.frombytes(mode, (array.shape[1], array.shape[0]), array.tobytes())
     image = Image.fromarray(array)
     if mode == "LA":
         return image.convert("LA")  # gray pixels convert back exactly (weights sum to 1)

@@ -131,6 +131,29 @@ def test_16_bit_colour_is_filled_and_written_back_at_16_bits(image_format, chann
         assert reopened.info["dpi"] == pytest.approx((300, 300))
 
 
+@pytest.mark.parametrize(("compression", "planar", "orientation"),
+                         [(None, "contig", 1), ("lzw", "separate", 6)])
+def test_an_rgbi_scan_keeps_its_infrared_sample_byte_for_byte(compression, planar, orientation):
+    """Film scanners store infrared as a fourth 'unspecified' sample; Pillow drops it."""
+    stored = np.dstack([rgb(), np.linspace(3, 250, 43 * 64).reshape(43, 64).astype(np.uint8)])
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, stored if planar == "contig" else np.moveaxis(stored, 2, 0),
+                     photometric="rgb", planarconfig=planar, extrasamples=("unspecified",),
+                     compression=compression, resolution=(4000, 4000), resolutionunit="INCH",
+                     extratags=[(274, "H", 1, orientation, True)])
+    photo, mask, out = restore(buffer.getvalue())
+    assert photo.pixels.shape[2] == 3 and photo.orientation == orientation
+    with tifffile.TiffFile(io.BytesIO(out)) as tiff:
+        after, extra = tiff.pages[0].asarray(), tiff.pages[0].extrasamples
+    assert after.shape == stored.shape and extra == (tifffile.EXTRASAMPLE.UNSPECIFIED,)
+    assert (after[:, :, 3] == stored[:, :, 3]).all(), "the infrared sample changed"
+    hole = imageio.orient(mask, orientation, inverse=True)
+    assert (after[~hole] == stored[~hole]).all() and (after[hole] != stored[hole]).any()
+    result = Image.open(io.BytesIO(out))
+    assert result.info["dpi"] == pytest.approx((4000, 4000))
+    assert result.getexif().get(imageio.ORIENTATION_TAG, 1) == orientation
+
+
 def test_alpha_is_kept_as_it_was_even_inside_the_hole():
     source = np.dstack([rgb(), np.linspace(0, 255, 64, dtype=np.uint8)[None].repeat(43, 0)])
     _, mask, out = restore(encoded(source, "PNG"))
