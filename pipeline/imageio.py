@@ -16,7 +16,7 @@ import numpy as np
 import tifffile
 from PIL import Image, JpegImagePlugin, PngImagePlugin
 
-from pipeline import deepcolour, jpegsplice
+from pipeline import deepcolour, jpegsplice, tiffexif
 from pipeline.deepcolour import is_deep_colour, to_8bit
 
 # Pillow's own bomb guard refuses above 2 x 89 MP whatever --max-pixels says; the limit
@@ -230,6 +230,8 @@ def _save_options(image: Image.Image, image_format: str, data: bytes) -> dict[st
         options["compression"] = image.info.get("compression", "raw")
         options["tiffinfo"] = {tag: image.tag_v2[tag] for tag in TIFF_DESCRIPTIVE_TAGS
                                if tag in image.tag_v2}
+        if any(tag in image.tag_v2 for tag in tiffexif.SUB_IFDS):
+            options["sub_ifds"] = tiffexif.sub_ifds(data)
     return options
 
 
@@ -273,6 +275,13 @@ def _encoded(photo: Photo, pixels: np.ndarray, output_format: str | None) -> byt
     if target == "JPEG" and pixels.ndim == 3 and pixels.shape[2] == 4:
         raise ImageDecodeError("JPEG cannot store an alpha channel; use --format png")
     options = dict(photo.save_options) if target == photo.format else _portable(photo, target)
+    sub_ifds = options.pop("sub_ifds", None)  # only a TIFF written back as TIFF has them
+    if sub_ifds:
+        return tiffexif.with_sub_ifds(_encoded_with(photo, pixels, target, options), sub_ifds)
+    return _encoded_with(photo, pixels, target, options)
+
+
+def _encoded_with(photo: Photo, pixels: np.ndarray, target: str, options: dict) -> bytes:
     array, mode = _back_to_source(photo, pixels, target)
     array = orient(array, photo.orientation, inverse=True)
     if array.dtype == np.uint16 and array.ndim == 3:

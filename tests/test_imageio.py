@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 import pytest
 import tifffile
-from PIL import Image, ImageCms, ImageOps, PngImagePlugin
+import tifftools
+from PIL import Image, ImageCms, ImageOps, PngImagePlugin, TiffImagePlugin
 
 from pipeline import deepcolour, imageio, restore_items
 from pipeline.masks import synthetic_mask
@@ -361,6 +362,33 @@ def test_16_bit_colour_keeps_orientation_icc_and_dpi(image_format):
         assert result.tag_v2[271] == "Epson" and result.tag_v2[305] == "ScanSoft 2"
     after = imageio.decode(out, 10_000_000).pixels
     assert (after[~mask] == photo.pixels[~mask]).all() and (after[mask] % 257 != 0).any()
+
+
+@pytest.mark.parametrize("bits", [8, 16])
+def test_a_tiffs_exif_and_gps_sub_ifds_are_kept(bits):
+    """Camera settings and location live in sub-IFDs, which Pillow and tifffile drop."""
+    camera = {33437: TiffImagePlugin.IFDRational(56, 10), 36867: "1961:07:04 10:00:00",
+              37500: b"\x01\x02maker note"}
+    place = {1: "N", 2: tuple(TiffImagePlugin.IFDRational(v, 1) for v in (48, 51, 0))}
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[271], tags[34665], tags[34853] = "Nikon", camera, place
+    data = encoded(rgb(), "TIFF", tiffinfo=tags)  # libtiff (any compression) cannot write them
+    if bits == 16:  # tifffile writes the pixels; tifftools adds the sub-IFDs Pillow wrote
+        buffer = io.BytesIO()
+        tifffile.imwrite(buffer, deep(), photometric="rgb", compression="zlib")
+        info = tifftools.read_tiff(io.BytesIO(buffer.getvalue()))
+        original = tifftools.read_tiff(io.BytesIO(data))["ifds"][0]["tags"]
+        info["ifds"][0]["tags"].update({tag: original[tag] for tag in (34665, 34853)})
+        buffer = io.BytesIO()
+        tifftools.write_tiff(info, buffer)
+        data = buffer.getvalue()
+    photo, mask, out = restore(data)
+    assert photo.pixels.dtype == (np.uint16 if bits == 16 else np.uint8)
+    before, after = Image.open(io.BytesIO(data)).getexif(), Image.open(io.BytesIO(out)).getexif()
+    assert dict(after.get_ifd(0x8769)) == dict(before.get_ifd(0x8769)) != {}
+    assert dict(after.get_ifd(0x8825)) == dict(before.get_ifd(0x8825)) != {}
+    stored = tifffile.imread(io.BytesIO(out))
+    assert stored.dtype == photo.pixels.dtype and (stored[~mask] == photo.pixels[~mask]).all()
 
 
 def test_text_comments_and_xmp_are_kept():
