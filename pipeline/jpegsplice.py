@@ -9,6 +9,7 @@ on `CannotSplice` it writes a same-settings re-encode instead, and the manifest 
 from __future__ import annotations
 
 import tempfile
+import threading
 from pathlib import Path
 
 import jpeglib
@@ -38,6 +39,10 @@ STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a length field
 MAX_SEGMENTS = 40
 # A camera's MPF index points at preview images after the first frame, which we do not write.
 MPF = b"MPF\x00"
+# Touched blocks re-coded per step: 4096 chroma blocks at 4:2:0 are 25 MB of float pixels.
+CHUNK_BLOCKS = 4096
+# jpeglib's C side keeps marker tables in globals: one splice at a time per process.
+_LIBJPEG = threading.Lock()
 
 
 class CannotSplice(ValueError):
@@ -50,19 +55,20 @@ def splice(original: bytes, before: np.ndarray, after: np.ndarray) -> tuple[byte
     Returns the bytes and a one-line note for the manifest."""
     frame, metadata = header_of(original)
     changed = np.nonzero(changed_pixels(before, after))
-    with tempfile.TemporaryDirectory(prefix="jpegsplice-") as folder:
+    with _LIBJPEG, tempfile.TemporaryDirectory(prefix="jpegsplice-") as folder:
         jpeg = _read(Path(folder, "original.jpg"), original)
         _check_layout(jpeg, before.shape[:2])
         transform = YCBCR if jpeg.jpeg_color_space.name == "JCS_YCbCr" else np.eye(3)
         recoded = total = 0
         for index in range(jpeg.num_components):
-            factor = jpeg.samp_factor.max(axis=0) // jpeg.samp_factor[index]
             stored = np.asarray(getattr(jpeg, COMPONENTS[index]))
             coefficients = stored.astype(np.int16)
+            factor = jpeg.samp_factor.max(axis=0) // jpeg.samp_factor[index]
             touched = np.argwhere(touched_blocks(changed, factor, stored.shape[:2]))
-            if len(touched):
-                rows, columns = touched[:, 0], touched[:, 1]
-                change = block_changes(before, after, touched, factor, transform[index])
+            for start in range(0, len(touched), CHUNK_BLOCKS):
+                part = touched[start:start + CHUNK_BLOCKS]
+                rows, columns = part[:, 0], part[:, 1]
+                change = block_changes(before, after, part, factor, transform[index])
                 coefficients[rows, columns] = requantize(
                     stored[rows, columns], jpeg.get_component_qt(index), change)
                 recoded += int((coefficients[rows, columns] != stored[rows, columns]).any(
@@ -108,8 +114,8 @@ def block_changes(before: np.ndarray, after: np.ndarray, blocks: np.ndarray,
     """n x 8 x 8: the change of one component's samples in the given blocks (n x 2 block
     rows and columns), as libjpeg would sample it: pixels past the edge repeat the last
     one, colour becomes the component by `weights`, and each sample is the mean of its
-    factor[0] x factor[1] pixels. Only these blocks' pixels are read, so a few scratches
-    on a 40 MP photo cost kilobytes here, not a float copy of the photo."""
+    factor[0] x factor[1] pixels. Only these blocks' pixels are read: a few scratches on a
+    40 MP photo cost kilobytes here, not a float copy of the photo."""
     vertical, horizontal = int(factor[0]), int(factor[1])
     height, width = before.shape[:2]
     rows = np.minimum(blocks[:, :1] * 8 * vertical + np.arange(8 * vertical), height - 1)
