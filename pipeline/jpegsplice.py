@@ -39,7 +39,7 @@ STANDALONE = {0x01, *range(0xD0, 0xD8)}  # markers without a length field
 MAX_SEGMENTS = 40
 # A camera's MPF index points at preview images after the first frame, which we do not write.
 MPF = b"MPF\x00"
-# Touched blocks re-coded per step: 4096 chroma blocks at 4:2:0 are 25 MB of float pixels.
+# Touched blocks re-coded per step: 4096 chroma blocks at 4:2:0 are 13 MB of float pixels.
 CHUNK_BLOCKS = 4096
 # jpeglib's C side keeps marker tables in globals: one splice at a time per process.
 _LIBJPEG = threading.Lock()
@@ -121,9 +121,9 @@ def block_changes(before: np.ndarray, after: np.ndarray, blocks: np.ndarray,
     rows = np.minimum(blocks[:, :1] * 8 * vertical + np.arange(8 * vertical), height - 1)
     columns = np.minimum(blocks[:, 1:] * 8 * horizontal + np.arange(8 * horizontal), width - 1)
     where = (rows[:, :, None], columns[:, None, :])
-    delta = after[where].astype(np.float64) - before[where]
+    delta = after[where].astype(np.int16) - before[where]
     if delta.ndim == 4:
-        delta = delta @ weights  # a difference of colours needs no +128 offset
+        delta = delta @ weights.astype(np.float32)  # a colour difference needs no +128 offset
     return delta.reshape(len(blocks), 8, vertical, 8, horizontal).mean(axis=(2, 4))
 
 
