@@ -156,6 +156,21 @@ def test_an_off_centre_hole_in_a_rotated_photo_re_codes_the_right_blocks():
     assert Image.open(io.BytesIO(out)).getexif()[imageio.ORIENTATION_TAG] == 6
 
 
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_orientation_re_codes_only_the_blocks_under_the_displayed_hole(orientation):
+    exif = Image.Exif()
+    exif[imageio.ORIENTATION_TAG] = orientation
+    data = jpeg(Image.fromarray(small_photo("chelsea", 64)), quality=83, exif=exif.tobytes())
+    photo, mask, filled, out, note = fill(data)
+    assert note.startswith("jpeg splice:")
+    changed = imageio.changed_pixels(photo.pixels, filled)
+    clear = clear_of(imageio.orient(changed, orientation, inverse=True), (16, 16))
+    assert clear.any() and (pixels(out)[clear] == pixels(data)[clear]).all()
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(out)))).astype(int)
+    assert np.abs(shown[changed] - filled[changed]).mean() < 0.25 * np.abs(
+        photo.pixels[changed].astype(int) - filled[changed]).mean()
+
+
 def test_metadata_segments_are_copied_byte_for_byte():
     exif = Image.Exif()
     exif[imageio.ORIENTATION_TAG] = 6
