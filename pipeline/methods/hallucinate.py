@@ -1,8 +1,9 @@
 """`hallucinate` (the default) and `tv`: fill holes by optimisation with a classifier prior.
 
-Each hole region starts from a classical fill; thin ones (scratches) keep it, as pure
-smoothness is what they need. Wide ones are optimised on TV, the deep-feature context
-term and the seed's hallucination term, with weights that grow with the hole's width.
+Each hole region starts from scikit-image's biharmonic fill; thin ones (scratches) keep it,
+as pure smoothness is what they need. Wide ones get the photo's fine detail mirrored across
+the border, then are optimised on TV, the deep-feature context term and the seed's
+hallucination term, with weights that grow with the hole's width.
 `tv` is the same optimiser with only the TV term: the seed's regulariser alone.
 """
 
@@ -23,13 +24,18 @@ from pipeline.prior import DEFAULT_MODEL, load_prior
 
 
 class OptimizerParams(MethodParams):
-    init: Literal["biharmonic", "fsr", "blend", "detail", "telea"] = Field(
-        default="detail", description="Classical fill the optimisation starts from. blend: "
+    init: Literal["biharmonic", "fsr", "blend", "detail", "mirror", "telea"] = Field(
+        default="mirror", description="Classical fill the optimisation starts from. blend: "
         "biharmonic at the border fading into FSR over `blend_radius`; detail: biharmonic "
-        "plus FSR's fine detail (FSR minus its blur), faded in the same way.")
-    blend_radius: float = Field(default=16.0, gt=0)
-    detail_sigma: float = Field(default=2.0, gt=0, description="Blur (px) that splits FSR "
-                                "into the coarse part (dropped) and the detail (kept).")
+        "plus FSR's fine detail (FSR minus its blur), faded in the same way; mirror: "
+        "biharmonic plus the fine detail of the known pixels mirrored across the border.")
+    blend_radius: float = Field(default=12.0, gt=0, description="Depth (px) over which "
+                                "the texture of blend, detail and mirror fades in.")
+    mirror_depth: float = Field(default=16.0, gt=0, description="Mirrored detail is kept "
+                                "to this depth (px) into a hole and fades out by twice it: "
+                                "deeper, the reflection reaches unrelated structure.")
+    detail_sigma: float = Field(default=2.0, gt=0, description="Blur (px) that splits a "
+                                "fill into the coarse part and the fine detail.")
     thin_radius: float = Field(
         default=4.5, ge=0, description="Holes whose farthest pixel is at most this far "
         "(px) from a known pixel keep the initial fill: scratches need pure smoothness.")
@@ -38,7 +44,7 @@ class OptimizerParams(MethodParams):
         "its full weight; below, it shrinks in proportion.")
     tv_weight: float = Field(default=1.0, ge=0)
     tv_beta: float = Field(default=1.0, gt=0, description="Exponent of the TV norm.")
-    steps: int = Field(default=20, ge=0, description="Iteration cap per octave.")
+    steps: int = Field(default=8, ge=0, description="Iteration cap per octave.")
     lr: float = Field(default=0.01, gt=0, description="Adam step size (pixel units).")
     octaves: int | None = Field(
         default=None, ge=1, description="Coarse-to-fine levels; None: from the hole width.")
@@ -159,6 +165,13 @@ def initial_fill(image: np.ndarray, mask: np.ndarray, params: OptimizerParams,
         else:
             detail = fsr - cv2.GaussianBlur(fsr, (0, 0), params.detail_sigma).reshape(fsr.shape)
             filled = np.clip(smooth + share * detail, 0, 1)
+    elif kind == "mirror":
+        distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
+        share = (np.clip(distance / params.blend_radius, 0, 1)
+                 * np.clip(2 - distance / params.mirror_depth, 0, 1))[:, :, None]
+        detail = mirrored_detail(np.where(mask[:, :, None], smooth, image), mask,
+                                 params.detail_sigma)
+        filled = np.clip(smooth + share * detail, 0, 1)
     elif kind == "telea":
         from pipeline.methods.opencv import Telea
 
@@ -166,6 +179,35 @@ def initial_fill(image: np.ndarray, mask: np.ndarray, params: OptimizerParams,
     else:
         filled = smooth
     return np.where(mask[:, :, None], filled, image).astype(np.float32)
+
+
+def mirrored_detail(image: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
+    """Fine detail (image minus its blur) for the hole, mirrored from across its border.
+
+    Each hole pixel takes the detail of its reflection through the nearest known pixel:
+    grain, fur and weave continue across the border at their own scale and contrast, for
+    the cost of a distance transform. `image` must already hold a smooth fill in the hole,
+    so the blur near the border is not pulled by damaged pixels. Reflections that land in
+    a hole or off the frame give no detail.
+    """
+    detail = image - cv2.GaussianBlur(image, (0, 0), sigma).reshape(image.shape)
+    _, labels = cv2.distanceTransformWithLabels(mask.astype(np.uint8), cv2.DIST_L2, 5,
+                                                labelType=cv2.DIST_LABEL_PIXEL)
+    known_rows, known_cols = np.nonzero(~mask)
+    nearest = np.zeros((labels.max() + 1, 2), np.int64)
+    nearest[labels[known_rows, known_cols]] = np.stack([known_rows, known_cols], axis=1)
+    rows, cols = np.nonzero(mask)
+    border = nearest[labels[rows, cols]]
+    source_rows = 2 * border[:, 0] - rows
+    source_cols = 2 * border[:, 1] - cols
+    inside = ((source_rows >= 0) & (source_rows < mask.shape[0])
+              & (source_cols >= 0) & (source_cols < mask.shape[1]))
+    rows, cols = rows[inside], cols[inside]
+    source_rows, source_cols = source_rows[inside], source_cols[inside]
+    known = ~mask[source_rows, source_cols]
+    mirrored = np.zeros_like(detail)
+    mirrored[rows[known], cols[known]] = detail[source_rows[known], source_cols[known]]
+    return mirrored
 
 
 def wide_holes(mask: np.ndarray, thin_radius: float) -> tuple[np.ndarray, float]:
