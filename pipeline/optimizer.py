@@ -61,32 +61,57 @@ def optimize(
     device: str = "cpu",
 ) -> Outcome:
     """Descend from `image` (float32 HxWxC in [0, 1], holes already filled by an initial
-    fill) changing only pixels where `hole` (bool HxW) is True; coarse octaves first.
+    fill) changing only pixels where `hole` (bool HxW) is True; coarse octaves first."""
+    return optimize_batch([image], [hole], prior, weights, schedule, seed, device)[0]
+
+
+def optimize_batch(
+    images: list[np.ndarray],
+    holes: list[np.ndarray],
+    prior: Prior | None,
+    weights: Weights,
+    schedule: Schedule,
+    seed: int = 0,
+    device: str = "cpu",
+    padding: list[np.ndarray] | None = None,
+) -> list[Outcome]:
+    """`optimize` for several crops of one shape, sharing the network's passes (a GPU's
+    bucket). Each crop stays its own problem: its own seeded generator, exemplars and
+    plateau stop, as if alone. `padding` (bool HxW each) marks pixels added to reach the
+    bucket's shape: they are known, but never serve as exemplars.
 
     Each octave's change, not its image, is carried up to full resolution: the fine
     texture of the initial fill survives, and the coarse octaves are a smooth
     parameterisation of the update (and four times cheaper per level).
     """
-    generator = torch.Generator().manual_seed(seed)
-    current = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].to(device)
-    full_hole = torch.from_numpy(hole)[None, None].to(device)
-    iterations, loss, stopped = 0, None, "cap"
+    count = len(images)
+    generators = [torch.Generator().manual_seed(seed) for _ in range(count)]
+    current = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device)
+    full_hole = torch.from_numpy(np.stack(holes))[:, None].to(device)
+    full_padding = (torch.from_numpy(np.stack(padding))[:, None].to(device)
+                    if padding is not None else torch.zeros_like(full_hole))
+    iterations, losses, stopped = [0] * count, [None] * count, ["cap"] * count
     for octave in reversed(range(schedule.finest, max(schedule.octaves, schedule.finest + 1))):
         base, coarse_hole = _downscale(current, full_hole, 2**octave)
+        _, coarse_padding = _downscale(current, full_padding, 2**octave)
         if not coarse_hole.any():
             continue
-        result, steps, loss, stopped = _descend(base, coarse_hole, prior, weights, schedule,
-                                                generator)
-        iterations += steps
-        change = result - base
+        descent = _descend(base, coarse_hole, coarse_padding, prior, weights, schedule,
+                           generators)
+        for index in range(count):
+            iterations[index] += descent.steps[index]
+            losses[index] = descent.losses[index]
+            stopped[index] = descent.stopped[index]
+        change = descent.result - base
         if octave:
             change = F.interpolate(change, size=current.shape[-2:], mode="bilinear",
                                    align_corners=False)
         current = torch.where(full_hole, (current + change).clamp(0, 1), current)
-        if stopped == "budget":
+        if "budget" in stopped:
             break
-    pixels = current[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy()
-    return Outcome(pixels, iterations, loss, stopped)
+    pixels = current.permute(0, 2, 3, 1).clamp(0, 1).cpu().numpy()
+    return [Outcome(pixels[index], iterations[index], losses[index], stopped[index])
+            for index in range(count)]
 
 
 def _downscale(image: torch.Tensor, hole: torch.Tensor, factor: int):
@@ -99,18 +124,32 @@ def _downscale(image: torch.Tensor, hole: torch.Tensor, factor: int):
     return small, small_hole
 
 
-def _descend(base, hole, prior, weights, schedule, generator):
-    """Adam on the hole pixels of one octave; returns (image, steps, loss, why it stopped)."""
+@dataclass
+class Descent:
+    """One octave's outcome for each crop of the batch."""
+
+    result: torch.Tensor
+    steps: list[int]
+    losses: list[float | None]
+    stopped: list[str]
+
+
+def _descend(base, hole, padding, prior, weights, schedule, generators) -> Descent:
+    """Adam on the hole pixels of one octave. A crop that reaches its plateau keeps the
+    pixels it had then; the others go on (Adam is per pixel, so they do not interact)."""
+    count = base.shape[0]
     keep = (~hole).float()
     known = base * keep
     parameter = base.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([parameter], lr=schedule.lr)
-    context = (ContextTerm(prior, hole, generator, weights.context_depth)
+    context = (ContextTerm(prior, hole, padding, generators, weights.context_depth)
                if weights.context > 0 and prior is not None else None)
-    hallucination = (HallucinationTerm(prior, base, generator)
+    hallucination = (HallucinationTerm(prior, base, generators)
                      if weights.hallucination > 0 and prior is not None else None)
-    history: list[float] = []
-    stopped, step = "cap", 0
+    histories: list[list[float]] = [[] for _ in range(count)]
+    results: list[torch.Tensor | None] = [None] * count
+    steps, stopped = [0] * count, ["cap"] * count
+    active = list(range(count))
     for step in range(1, schedule.steps + 1):
         image = known + parameter * (1 - keep)
         terms = weights.tv * tv_loss(image, hole, weights.tv_beta)
@@ -124,20 +163,34 @@ def _descend(base, hole, prior, weights, schedule, generator):
             parameter.grad = _normalised_sum(terms, hallucination.loss(image), parameter,
                                              weights.hallucination)
         else:
-            terms.backward()
+            terms.sum().backward()
         optimizer.step()
         with torch.no_grad():
             parameter.clamp_(0, 1)
-        history.append(float(terms.detach()))
-        if _plateau(history, schedule.patience, schedule.tolerance):
-            stopped = "plateau"
+        values = terms.detach().cpu().tolist()
+        for index in list(active):
+            histories[index].append(values[index])
+            steps[index] = step
+            if _plateau(histories[index], schedule.patience, schedule.tolerance):
+                stopped[index] = "plateau"
+                results[index] = _compose(known, parameter, keep, index)
+                active.remove(index)
+        if not active:
             break
         if schedule.deadline is not None and time.perf_counter() > schedule.deadline:
-            stopped = "budget"
+            for index in active:
+                stopped[index] = "budget"
             break
+    for index in active:
+        results[index] = _compose(known, parameter, keep, index)
+    losses = [history[-1] if history else None for history in histories]
+    return Descent(torch.stack(results), steps, losses, stopped)
+
+
+def _compose(known: torch.Tensor, parameter: torch.Tensor, keep: torch.Tensor,
+             index: int) -> torch.Tensor:
     with torch.no_grad():
-        result = known + parameter.detach() * (1 - keep)
-    return result, step, history[-1] if history else None, stopped
+        return known[index] + parameter.detach()[index] * (1 - keep[index])
 
 
 def _smooth_gradient(image: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -150,15 +203,16 @@ def _smooth_gradient(image: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _normalised_sum(terms, hallucination, parameter, weight):
-    """Gradient of `terms` plus the hallucination gradient scaled to `weight` times its norm.
+    """Gradient of `terms` plus the hallucination gradient scaled to `weight` times its norm,
+    per crop.
 
     A classifier's raw gradient is tiny in some places and huge in others; normalising it
     makes the weight mean the same thing on every photo and every octave.
     """
-    (rest,) = torch.autograd.grad(terms, parameter, retain_graph=True)
-    (push,) = torch.autograd.grad(hallucination, parameter)
-    scale = rest.norm() / (push.norm() + 1e-12)
-    return rest + weight * scale * push
+    (rest,) = torch.autograd.grad(terms.sum(), parameter, retain_graph=True)
+    (push,) = torch.autograd.grad(hallucination.sum(), parameter)
+    scale = rest.flatten(1).norm(dim=1) / (push.flatten(1).norm(dim=1) + 1e-12)
+    return rest + weight * scale.view(-1, 1, 1, 1) * push
 
 
 def _plateau(history: list[float], patience: int, tolerance: float) -> bool:
@@ -170,70 +224,85 @@ def _plateau(history: list[float], patience: int, tolerance: float) -> bool:
 
 
 def tv_loss(image: torch.Tensor, hole: torch.Tensor, beta: float) -> torch.Tensor:
-    """Isotropic colour TV, (|dx|^2 + |dy|^2)^(beta/2), over pixels touching the hole."""
+    """Isotropic colour TV, (|dx|^2 + |dy|^2)^(beta/2), over pixels touching the hole;
+    one value per crop of the batch."""
     dx = F.pad(image[..., :, 1:] - image[..., :, :-1], (0, 1, 0, 0))
     dy = F.pad(image[..., 1:, :] - image[..., :-1, :], (0, 0, 0, 1))
     magnitude = (dx**2 + dy**2).sum(1, keepdim=True) + 1e-6
     near = F.max_pool2d(hole.float(), 3, stride=1, padding=1)
-    return (magnitude ** (beta / 2) * near).sum() / hole.sum().clamp(min=1)
+    total = (magnitude ** (beta / 2) * near).sum(dim=(1, 2, 3))
+    return total / hole.sum(dim=(1, 2, 3)).clamp(min=1)
 
 
 class ContextTerm:
     """Pull each deep-feature patch in the hole toward its nearest patch outside it.
 
-    3x3 patches of the prior's features at strides 4 and 8, compared by cosine; nearest
-    neighbours are found again every few steps, as in neural patch synthesis (Yang et al.,
-    CVPR 2017). Only patches wholly outside the hole serve as exemplars.
+    3x3 patches of the prior's features at strides 4, 8 and deeper, compared by cosine;
+    nearest neighbours are found again every few steps, as in neural patch synthesis (Yang
+    et al., CVPR 2017). Only patches wholly outside the hole (and the padding) of their own
+    crop serve as exemplars.
     """
 
     max_exemplars = 2048
 
-    def __init__(self, prior: Prior, hole: torch.Tensor, generator: torch.Generator,
-                 depth: int = 2):
+    def __init__(self, prior: Prior, hole: torch.Tensor, padding: torch.Tensor,
+                 generators: list[torch.Generator], depth: int = 2):
         self.prior = prior
         self.depth = depth
         self.hole = hole
-        self.generator = generator
-        self.targets: list[torch.Tensor | None] = []
-        self.hole_cells: list[torch.Tensor] = []
+        self.padding = padding
+        self.generators = generators
+        # Per tap, per crop: the target patches (None: nothing to match) and hole cells.
+        self.targets: list[list[torch.Tensor | None]] = []
+        self.hole_cells: list[list[torch.Tensor]] = []
 
     def _patches(self, image: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(unit patches K*9 x cells, hole cells bool) for each feature tap."""
+        """(unit patches N x K*9 x h*w, hole cells bool N x h x w) for each feature tap."""
         found = []
         for features in self.prior.features(self.prior.normalize(image), self.depth):
             size = features.shape[-2:]
-            cells = F.interpolate(self.hole.float(), size=size, mode="area")[0, 0] > 0
-            patches = F.unfold(features, 3, padding=1)[0]
-            found.append((F.normalize(patches, dim=0), cells))
+            cells = F.interpolate(self.hole.float(), size=size, mode="area")[:, 0] > 0
+            patches = F.unfold(features, 3, padding=1)
+            found.append((F.normalize(patches, dim=1), cells))
         return found
 
     def rematch(self, image: torch.Tensor) -> None:
         self.targets, self.hole_cells = [], []
         with torch.no_grad():
             for patches, cells in self._patches(image):
-                outside = F.max_pool2d(cells[None, None].float(), 3, 1, 1)[0, 0] == 0
-                inside = cells.flatten()
-                candidates = torch.nonzero(outside.flatten()).flatten()
-                if candidates.numel() == 0 or not inside.any():
-                    self.targets.append(None)
-                    self.hole_cells.append(inside)
-                    continue
-                if candidates.numel() > self.max_exemplars:
-                    pick = torch.randperm(candidates.numel(), generator=self.generator)
-                    candidates = candidates[pick[: self.max_exemplars].to(candidates.device)]
-                exemplars = patches[:, candidates]
-                queries = patches[:, inside]
-                nearest = (queries.T @ exemplars).argmax(dim=1)
-                self.targets.append(exemplars[:, nearest])
-                self.hole_cells.append(inside)
+                size = cells.shape[-2:]
+                padded = F.interpolate(self.padding.float(), size=size, mode="area")[:, 0] > 0
+                blocked = (cells | padded)[:, None].float()
+                outside = (F.max_pool2d(blocked, 3, 1, 1)[:, 0] == 0).flatten(1)
+                inside = cells.flatten(1)
+                self.targets.append([
+                    self._match(patches[index], inside[index], outside[index],
+                                self.generators[index])
+                    for index in range(patches.shape[0])])
+                self.hole_cells.append(list(inside))
+
+    def _match(self, patches: torch.Tensor, inside: torch.Tensor, outside: torch.Tensor,
+               generator: torch.Generator) -> torch.Tensor | None:
+        candidates = torch.nonzero(outside).flatten()
+        if candidates.numel() == 0 or not inside.any():
+            return None
+        if candidates.numel() > self.max_exemplars:
+            pick = torch.randperm(candidates.numel(), generator=generator)
+            candidates = candidates[pick[: self.max_exemplars].to(candidates.device)]
+        exemplars = patches[:, candidates]
+        nearest = (patches[:, inside].T @ exemplars).argmax(dim=1)
+        return exemplars[:, nearest]
 
     def loss(self, image: torch.Tensor) -> torch.Tensor:
-        total = image.new_zeros(())
-        for (patches, _), target, inside in zip(self._patches(image), self.targets,
+        """One value per crop."""
+        per_crop = [image.new_zeros(()) for _ in range(image.shape[0])]
+        for (patches, _), targets, cells in zip(self._patches(image), self.targets,
                                                 self.hole_cells, strict=True):
-            if target is not None:
-                total = total + (1 - (patches[:, inside] * target).sum(0)).mean()
-        return total
+            for index, (target, inside) in enumerate(zip(targets, cells, strict=True)):
+                if target is not None:
+                    similarity = (patches[index][:, inside] * target).sum(0)
+                    per_crop[index] = per_crop[index] + (1 - similarity).mean()
+        return torch.stack(per_crop)
 
 
 class HallucinationTerm:
@@ -248,11 +317,11 @@ class HallucinationTerm:
     view_size = 224
     jitter = 8
 
-    def __init__(self, prior: Prior, base: torch.Tensor, generator: torch.Generator):
+    def __init__(self, prior: Prior, base: torch.Tensor, generators: list[torch.Generator]):
         self.prior = prior
-        self.generator = generator
+        self.generators = generators
         with torch.no_grad():
-            self.target = int(self.prior.logits(self._view(base, jitter=False)).argmax())
+            self.targets = self.prior.logits(self._view(base, jitter=False)).argmax(dim=1)
 
     def _view(self, image: torch.Tensor, jitter: bool = True) -> torch.Tensor:
         scale = self.view_size / max(image.shape[-2:])
@@ -260,16 +329,21 @@ class HallucinationTerm:
             size = tuple(max(32, round(side * scale)) for side in image.shape[-2:])
             image = F.interpolate(image, size=size, mode="bilinear", antialias=True,
                                   align_corners=False)
-        if jitter:
-            dy, dx = torch.randint(-self.jitter, self.jitter + 1, (2,), generator=self.generator)
-            image = torch.roll(image, (int(dy), int(dx)), dims=(-2, -1))
+        if jitter:  # each crop its own shift, from its own generator
+            image = torch.cat([self._jittered(view[None], generator)
+                               for view, generator in zip(image, self.generators, strict=True)])
         return self.prior.normalize(image)
 
+    def _jittered(self, view: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        dy, dx = torch.randint(-self.jitter, self.jitter + 1, (2,), generator=generator)
+        return torch.roll(view, (int(dy), int(dx)), dims=(-2, -1))
+
     def loss(self, image: torch.Tensor) -> torch.Tensor:
+        """One value per crop."""
         # Same forward value, blurred backward: the gradient w.r.t. pixels is smoothed.
         smooth = image.detach() + _blur(image) - _blur(image).detach()
         logits = self.prior.logits(self._view(smooth))
-        return -F.log_softmax(logits, dim=1)[0, self.target]
+        return -F.log_softmax(logits, dim=1).gather(1, self.targets[:, None])[:, 0]
 
 
 def _blur(image: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.optimizer import Schedule, Weights, optimize, tv_loss
+from pipeline.optimizer import Schedule, Weights, optimize, optimize_batch, tv_loss
 from pipeline.prior import load_prior
 from tests.conftest import small_photo
 
@@ -73,3 +73,21 @@ def test_gray_crops_use_the_colour_prior(damaged):
     outcome = optimize(gray, hole, load_prior(), ALL_TERMS, Schedule(steps=2))
     assert outcome.pixels.shape == gray.shape
     assert np.array_equal(outcome.pixels[~hole], gray[~hole])
+
+
+def test_a_batch_of_crops_gives_what_each_crop_gives_alone(damaged):
+    image, hole = damaged
+    other_hole = np.zeros_like(hole)
+    other_hole[28:44, 6:40] = True
+    other = image.copy()
+    other[other_hole] = 0.1
+    weights = Weights(tv=1.0, context=0.5, context_depth=3)
+    schedule = Schedule(steps=12, octaves=2, patience=3, tolerance=0.01)  # stops at 13 and 8
+    prior = load_prior()
+    batched = optimize_batch([image, other], [hole, other_hole], prior, weights, schedule, seed=5)
+    for crop, crop_hole, together in zip((image, other), (hole, other_hole), batched,
+                                         strict=True):
+        alone = optimize(crop, crop_hole, prior, weights, schedule, seed=5)
+        assert together.iterations == alone.iterations and together.stopped == alone.stopped
+        np.testing.assert_allclose(together.pixels, alone.pixels, atol=1e-5)
+        assert np.array_equal(together.pixels[~crop_hole], crop[~crop_hole])
