@@ -13,6 +13,7 @@ from pipeline.masks import synthetic_mask
 from pipeline.methods import inpaint, load_method, method_names
 from pipeline.methods.base import Fill, Method, hole_regions
 from pipeline.methods.hallucinate import wide_holes
+from pipeline.optimizer import optimize_batch
 from pipeline.prior import load_prior
 from tests.conftest import small_photo
 
@@ -134,3 +135,32 @@ def test_term_weights_follow_the_hole_width():
     assert stroke.hallucination == 0 and blob.hallucination == 0.3
     assert stroke.context == 0.3 * 6 / 12 and blob.context == 0.3
     assert load_method("tv").term_weights(60.0).context == 0
+
+
+@pytest.mark.parametrize("name", ["tv", "hallucinate"])
+def test_crops_of_several_photos_share_forward_passes_and_fail_alone(name, monkeypatch):
+    """A Ray batch's photos go through `call_many`: their crops are bucketed and optimised
+    together, and a photo that cannot be filled fails alone."""
+    from pipeline.methods import hallucinate
+
+    batch_sizes = []
+
+    def counted(images, *args, **kwargs):
+        batch_sizes.append(len(images))
+        return optimize_batch(images, *args, **kwargs)
+
+    monkeypatch.setattr(hallucinate, "optimize_batch", counted)
+    photos = [small_photo(photo, 48) for photo in ("chelsea", "coffee", "rocket")]
+    holes = [damage(photo) for photo in photos]
+    everything = np.ones(photos[0].shape[:2], bool)
+    params = FAST[name] | {"batch_pixels": 10**6}
+    method = load_method(name, params)
+    outcomes = method.call_many([*zip(photos, holes, strict=True), (photos[0], everything)])
+    assert isinstance(outcomes[3], Exception) and "nothing to fill" in str(outcomes[3])
+    assert batch_sizes == [3]  # the three wide holes, one forward pass per step
+    for photo, hole, outcome in zip(photos, holes, outcomes[:3], strict=True):
+        assert np.array_equal(outcome.pixels[~hole], photo[~hole])
+        alone = method(photo, hole)
+        # Sharing a bucket pads a crop to the bucket's shape: close to its fill alone.
+        difference = np.abs(outcome.pixels.astype(int) - alone.pixels)[hole]
+        assert outcome.iterations and difference.mean() < 6

@@ -2,7 +2,8 @@
 
 A method only fills float pixels inside a crop. Dtype and colour handling, the alpha
 channel, cropping around the holes and the guarantee that known pixels come back
-bit-identical all live here, once, in `Method.__call__`.
+bit-identical all live here, once, in `Canvas`; `Method.call_many` fills the images of a
+Ray batch, one outcome per image, so one bad image never fails the others.
 """
 
 from __future__ import annotations
@@ -67,34 +68,71 @@ class Method:
         """Fill `mask` (bool HxW, True = hole) in `image` (float32 HxWxC, C 1 or 3, [0, 1])."""
         raise NotImplementedError
 
+    def canvas(self, image: np.ndarray, mask: np.ndarray) -> Canvas:
+        return Canvas(image, mask, self.context_margin, self.full_frame_above)
+
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> Result:
         """Fill an HxW or HxWxC uint8/uint16 image; pixels outside `mask` stay identical."""
+        canvas = self.canvas(image, mask)
+        # One crop at a time: a 40 MP 16-bit scan with a few scratches must not cost
+        # several full-frame float copies.
+        for box in canvas.boxes:
+            canvas.paste(box, self.fill(*canvas.crop(box)))
+        return canvas.result()
+
+    def call_many(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[Result | Exception]:
+        """Fill several images (a Ray batch): each gets its Result or the exception that
+        stopped it. Methods that share work across images (a GPU batch) override this."""
+        outcomes: list[Result | Exception] = []
+        for image, mask in pairs:
+            try:
+                outcomes.append(self(image, mask))
+            except Exception as error:
+                outcomes.append(error)
+        return outcomes
+
+
+class Canvas:
+    """One image being filled: crops go out as float, fills come back in.
+
+    Only hole pixels are ever assigned, so pixels outside the mask come back identical.
+    """
+
+    def __init__(self, image: np.ndarray, mask: np.ndarray, margin: int,
+                 full_frame_above: float):
         check_inputs(image, mask)
-        if not mask.any():
-            return Result(image.copy())
-        if mask.all():
+        if mask.any() and mask.all():
             raise NothingToConditionOn("the mask covers the whole image: nothing to fill from")
-        colour, alpha = split_alpha(image)
-        # Only crops go to float: a 40 MP 16-bit scan with a few scratches must not cost
-        # several full-frame float copies. Pixels outside the mask are never assigned.
-        pixels, iterations, losses = image.copy(), 0, []
-        for top, left, bottom, right in hole_regions(mask, self.context_margin,
-                                                     self.full_frame_above):
-            crop_mask = mask[top:bottom, left:right]
-            crop = colour[top:bottom, left:right]
-            result = self.fill(to_float(crop), crop_mask)
-            filled = from_float(result.pixels, colour.dtype).reshape(crop.shape)
-            target = pixels[top:bottom, left:right]
-            if alpha is not None:
-                target = target[:, :, :3]
-            target[crop_mask] = filled[crop_mask]
-            iterations += result.iterations or 0
-            if result.loss is not None:
-                losses.append(result.loss)
+        self.mask = mask
+        self.colour, self.alpha = split_alpha(image)
+        self.pixels = image.copy()
+        self.boxes = hole_regions(mask, margin, full_frame_above) if mask.any() else []
+        self.iterations = 0
+        self.losses: list[float] = []
+
+    def crop(self, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+        """(float32 HxWxC pixels in [0, 1], bool hole) of one box."""
+        top, left, bottom, right = box
+        return to_float(self.colour[top:bottom, left:right]), self.mask[top:bottom, left:right]
+
+    def paste(self, box: tuple[int, int, int, int], result: Fill) -> None:
+        top, left, bottom, right = box
+        crop_mask = self.mask[top:bottom, left:right]
+        shape = self.colour[top:bottom, left:right].shape
+        filled = from_float(result.pixels, self.colour.dtype).reshape(shape)
+        target = self.pixels[top:bottom, left:right]
+        if self.alpha is not None:
+            target = target[:, :, :3]
+        target[crop_mask] = filled[crop_mask]
+        self.iterations += result.iterations or 0
+        if result.loss is not None:
+            self.losses.append(result.loss)
+
+    def result(self) -> Result:
         return Result(
-            pixels,
-            iterations=iterations if iterations else None,
-            loss=float(np.mean(losses)) if losses else None,
+            self.pixels,
+            iterations=self.iterations if self.iterations else None,
+            loss=float(np.mean(self.losses)) if self.losses else None,
         )
 
 

@@ -11,15 +11,17 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import cv2
 import numpy as np
 from pydantic import Field
 
-from pipeline.methods.base import Fill, Method, MethodParams, Result
+from pipeline.methods import buckets
+from pipeline.methods.base import Canvas, Fill, Method, MethodParams, Result
 from pipeline.methods.classical import biharmonic_fill, fsr_fill
-from pipeline.optimizer import Schedule, Weights, optimize
+from pipeline.optimizer import Schedule, Weights, optimize_batch
 from pipeline.prior import DEFAULT_MODEL, load_prior
 
 
@@ -61,6 +63,12 @@ class OptimizerParams(MethodParams):
     time_budget_s: float = Field(default=30.0, gt=0, description="Guard on the time per "
                                  "item; past it the current fill is kept. Runs cut by it "
                                  "depend on the machine's speed, not only on the seed.")
+    batch_pixels: int | None = Field(
+        default=None, ge=1, description="Pixels per forward pass: crops of one bucket (shape "
+        "rounded up to 64 px, same schedule) from all the photos of a Ray batch are "
+        "optimised together up to this size, padded to the bucket's shape. None: 1 MP on a "
+        "GPU (what keeps it busy on small crops), one crop at a time on the CPU, where "
+        "batching gains nothing and each crop's fill then never depends on its neighbours.")
 
 
 class HallucinateParams(OptimizerParams):
@@ -80,6 +88,32 @@ class HallucinateParams(OptimizerParams):
         "hallucination term; narrower ones are rebuilt from the photo's own texture.")
 
 
+@dataclass
+class Plan:
+    """One crop's start and, when it needs optimising, how (weights None: it is done)."""
+
+    start: np.ndarray
+    hole: np.ndarray
+    weights: Weights | None = None
+    octaves: int = 1
+    finest: int = 0
+
+    def bucket(self) -> tuple:
+        """Crops with the same bucket can share forward passes."""
+        shared = replace(self.weights, tv=0.0, context=float(self.weights.context > 0),
+                         hallucination=float(self.weights.hallucination > 0))
+        shape = buckets.bucket_shape(*self.hole.shape)
+        return shape, self.start.shape[2], self.octaves, self.finest, shared
+
+
+@dataclass
+class Pending:
+    item: int
+    canvas: Canvas
+    box: tuple[int, int, int, int]
+    plan: Plan
+
+
 class TotalVariation(Method):
     """The optimiser with only the TV term."""
 
@@ -91,34 +125,106 @@ class TotalVariation(Method):
         self.prior = None
         self.deadline: float | None = None
 
-    def __call__(self, image: np.ndarray, mask: np.ndarray) -> Result:
-        # The time budget is per item, shared by all its crops.
-        self.deadline = time.perf_counter() + self.params.time_budget_s
-        return super().__call__(image, mask)
-
     def term_weights(self, radius: float) -> Weights:
         return Weights(tv=self.params.tv_weight, tv_beta=self.params.tv_beta)
 
+    def __call__(self, image: np.ndarray, mask: np.ndarray) -> Result:
+        outcome = self.call_many([(image, mask)])[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def call_many(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[Result | Exception]:
+        """Plan every crop of every image (thin holes are done at once), then optimise the
+        rest bucket by bucket, several crops per forward pass."""
+        # The time budget is per item, shared by all its crops.
+        self.deadline = time.perf_counter() + self.params.time_budget_s * len(pairs)
+        outcomes: list[Canvas | Exception] = []
+        pending: list[Pending] = []
+        for image, mask in pairs:
+            try:
+                outcomes.append(self._plan_image(image, mask, len(outcomes), pending))
+            except Exception as error:
+                outcomes.append(error)
+        for item, error in self._optimise(pending):
+            outcomes[item] = error
+        return [o if isinstance(o, Exception) else o.result() for o in outcomes]
+
     def fill(self, image: np.ndarray, mask: np.ndarray) -> Fill:
+        plan = self.plan(image, mask)
+        return self._optimise_together([plan])[0] if plan.weights else Fill(plan.start, 0, None)
+
+    def _plan_image(self, image, mask, item: int, pending: list[Pending]) -> Canvas:
+        canvas = self.canvas(image, mask)
+        waiting = []
+        for box in canvas.boxes:
+            plan = self.plan(*canvas.crop(box))
+            if plan.weights is None:
+                canvas.paste(box, Fill(plan.start, 0, None))
+            else:
+                waiting.append(Pending(item, canvas, box, plan))
+        pending.extend(waiting)  # only once the whole image planned without error
+        return canvas
+
+    def plan(self, image: np.ndarray, mask: np.ndarray) -> Plan:
         params = self.params
         smooth = np.where(mask[:, :, None], biharmonic_fill(image, mask), image)
         wide, radius = wide_holes(mask, params.thin_radius)
         if not wide.any():
-            return Fill(smooth, 0, None)  # scratches only: pure smoothness
-        start = np.where(wide[:, :, None],
-                         initial_fill(image, mask, params, smooth),
-                         smooth)
+            return Plan(smooth, wide)  # scratches only: pure smoothness
+        start = np.where(wide[:, :, None], initial_fill(image, mask, params, smooth), smooth)
         if params.steps == 0:
-            return Fill(start, 0, None)
+            return Plan(start, wide)
         finest = max(params.finest_octave, int(radius >= params.coarse_radius))
         octaves = params.octaves or 1 + max(0, int(math.log2(max(radius, 1) / 24)))
-        octaves = max(octaves, finest + 1)
-        schedule = Schedule(steps=params.steps, lr=params.lr, octaves=octaves, finest=finest,
-                            patience=params.patience, tolerance=params.tolerance,
-                            deadline=self.deadline)
-        outcome = optimize(start, wide, self.prior, self.term_weights(radius), schedule, self.seed,
-                           self.device)
-        return Fill(outcome.pixels, outcome.iterations, outcome.loss)
+        return Plan(start, wide, self.term_weights(radius), max(octaves, finest + 1), finest)
+
+    def _optimise(self, pending: list[Pending]) -> list[tuple[int, Exception]]:
+        """Paste every optimised crop into its canvas; returns the items that failed.
+
+        A failing chunk is retried crop by crop, so one bad crop fails only its own item.
+        """
+        failed: dict[int, Exception] = {}
+        for bucket in buckets.group(pending, lambda entry: entry.plan.bucket()):
+            height, width = bucket[0].plan.bucket()[0]
+            for chunk in buckets.chunks(bucket, height * width, self._batch_pixels()):
+                try:
+                    self._paste(chunk, self._optimise_together([e.plan for e in chunk]))
+                except Exception as error:
+                    if len(chunk) == 1:
+                        failed[chunk[0].item] = error
+                        continue
+                    for entry in chunk:
+                        try:
+                            self._paste([entry], self._optimise_together([entry.plan]))
+                        except Exception as alone:
+                            failed[entry.item] = alone
+        return list(failed.items())
+
+    def _batch_pixels(self) -> int:
+        if self.params.batch_pixels is not None:
+            return self.params.batch_pixels
+        return 1 if self.device == "cpu" else 1_000_000
+
+    @staticmethod
+    def _paste(entries: list[Pending], fills: list[Fill]) -> None:
+        for entry, filled in zip(entries, fills, strict=True):
+            entry.canvas.paste(entry.box, filled)
+
+    def _optimise_together(self, plans: list[Plan]) -> list[Fill]:
+        """One `optimize_batch` call; crops are padded to their bucket's shape only when
+        they share it, so a crop alone is optimised exactly as it is."""
+        first = plans[0]
+        shape = first.bucket()[0] if len(plans) > 1 else first.hole.shape
+        padded = [buckets.pad(plan.start, plan.hole, shape) for plan in plans]
+        schedule = Schedule(steps=self.params.steps, lr=self.params.lr, octaves=first.octaves,
+                            finest=first.finest, patience=self.params.patience,
+                            tolerance=self.params.tolerance, deadline=self.deadline)
+        outcomes = optimize_batch([p[0] for p in padded], [p[1] for p in padded], self.prior,
+                                  [plan.weights for plan in plans], schedule, self.seed,
+                                  self.device, padding=[p[2] for p in padded])
+        return [Fill(buckets.unpad(outcome.pixels, plan.hole.shape), outcome.iterations,
+                     outcome.loss) for plan, outcome in zip(plans, outcomes, strict=True)]
 
 
 class Hallucinate(TotalVariation):
