@@ -1,7 +1,8 @@
 """The per-item work: read, fill, write, and return one manifest row; never raise.
 
 `Restorer` is the callable class Ray Data runs on each actor (the method is loaded once
-per actor); `restore_item` is the same work for one item, callable from a plain loop.
+per actor) on a batch of items, which it fills together (`restore_batch`); `restore_item` is
+the same work for one item, callable from a plain loop.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from pipeline import autodetect, imageio, manifest, storage
 from pipeline.discover import Item
 from pipeline.masks import MaskError, decode_mask, hole_fraction
-from pipeline.methods import Method, NothingToConditionOn, load_method
+from pipeline.methods import Method, NothingToConditionOn, Result, load_method
 from pipeline.settings import RunSettings
 
 ITEM_FIELDS = ("item_id", "relative_path", "image_uri", "mask_uri", "input_fingerprint",
@@ -86,74 +87,123 @@ def output_uri_for(settings: RunSettings, relative_path: str) -> str:
 
 def restore_item(item: Item, context: Context) -> dict[str, Any]:
     """Process one item end to end and return its manifest row; errors become the row."""
-    started = datetime.now(UTC)
-    clock = time.perf_counter()
-    row = manifest.empty_row() | {
-        "item_id": item.item_id,
-        "relative_path": item.relative_path,
-        "image_uri": item.image_uri,
-        "mask_uri": item.mask_uri,
-        "input_fingerprint": item.input_fingerprint,
-        "method": context.settings.method,
-        "params": context.params,
-        "worker": context.worker,
-        "device": context.device,
-        "model": context.model,
-        "weights_sha256": context.weights_sha256,
-        "started_at": started,
-    }
-    try:
+    return restore_batch([item], context)[0]
+
+
+def restore_batch(items: list[Item], context: Context) -> list[dict[str, Any]]:
+    """Process a Ray batch: read and prepare each item, fill them together (the method
+    shares work across them, e.g. crops in one GPU pass), write each; one row per item.
+
+    An item's `seconds` is its own reading, decoding and writing plus an equal share of
+    the batch's fill.
+    """
+    jobs = [Job(item, context) for item in items]
+    ready = [job for job in jobs if job.ready]
+    if ready:
+        clock = time.perf_counter()
+        outcomes = context.method.call_many([(job.photo.pixels, job.mask) for job in ready])
+        share = (time.perf_counter() - clock) / len(ready)
+        for job, outcome in zip(ready, outcomes, strict=True):
+            job.finish(outcome, share)
+    return [job.row for job in jobs]
+
+
+class Job:
+    """One item's way through a batch: prepared on creation (read, decode, mask), finished
+    with the method's outcome (encode, write). Every error ends up in `row`."""
+
+    def __init__(self, item: Item, context: Context):
+        self.context = context
+        self.seconds = 0.0
+        self.ready = False
+        self.row = manifest.empty_row() | {
+            "item_id": item.item_id,
+            "relative_path": item.relative_path,
+            "image_uri": item.image_uri,
+            "mask_uri": item.mask_uri,
+            "input_fingerprint": item.input_fingerprint,
+            "method": context.settings.method,
+            "params": context.params,
+            "worker": context.worker,
+            "device": context.device,
+            "model": context.model,
+            "weights_sha256": context.weights_sha256,
+            "started_at": datetime.now(UTC),
+        }
+        self._timed(self._prepare, item)
+        if not self.ready:
+            self._close()
+
+    def finish(self, outcome: Result | Exception, fill_seconds: float) -> None:
+        self.seconds += fill_seconds
+        self._timed(self._write, outcome)
+        self._close()
+
+    def _timed(self, step, *args) -> None:
+        clock = time.perf_counter()
+        try:
+            step(*args)
+        except Exception as error:
+            self.ready = False
+            self.row |= {"status": "failed", "error": _describe(error),
+                         "error_kind": error_kind(error), "output_uri": None}
+        self.seconds += time.perf_counter() - clock
+
+    def _close(self) -> None:
+        self.row["seconds"] = self.seconds
+        self.row["finished_at"] = datetime.now(UTC)
+
+    def _prepare(self, item: Item) -> None:
+        settings = self.context.settings
         if item.problem:
             raise MaskError(item.problem)
-        if context.settings.task == "detect":
-            row |= autodetect.detect_item(item, context.settings)
+        if settings.task == "detect":
+            self.row |= autodetect.detect_item(item, settings)
+            return
+        image_bytes = storage.read_uri(item.image_uri, settings.storage_options)
+        photo = imageio.decode(image_bytes, settings.max_pixels)
+        found: dict[str, Any] = {}
+        if item.mask_uri is None and settings.masks == "auto":
+            mask, found = autodetect.auto_mask(item, photo, image_bytes, settings)
+            mask_bytes = b""
         else:
-            row |= _restore(item, context)
-    except Exception as error:
-        row |= {"status": "failed", "error": _describe(error), "error_kind": error_kind(error),
-                "output_uri": None}
-    row["seconds"] = time.perf_counter() - clock
-    row["finished_at"] = datetime.now(UTC)
-    return row
+            mask_bytes = _read_mask(item, settings)
+            # One mask for every photo (--mask, the watermark case) is resized to each.
+            resize = settings.resize_masks or settings.mask is not None
+            mask = decode_mask(mask_bytes, (photo.height, photo.width), settings.invert_mask,
+                               resize, settings.max_pixels)
+        self.row |= found | {
+            "input_sha256": hashlib.sha256(image_bytes + mask_bytes).hexdigest(),
+            "width": photo.width,
+            "height": photo.height,
+            "hole_fraction": hole_fraction(mask),
+            "input_bytes": len(image_bytes),
+        }
+        self.output_uri = output_uri_for(settings, item.relative_path)
+        if not mask.any():
+            data = _unchanged_bytes(photo, image_bytes, settings)
+            storage.write_uri(self.output_uri, data, settings.storage_options)
+            self.row |= {"status": "skipped", "error": "empty mask: nothing to fill, input copied",
+                         "output_uri": self.output_uri, "output_bytes": len(data)}
+            return
+        self.photo, self.mask, self.ready = photo, mask, True
+
+    def _write(self, outcome: Result | Exception) -> None:
+        if isinstance(outcome, Exception):
+            raise outcome
+        settings = self.context.settings
+        data, encoding = imageio.encode_with_note(self.photo, outcome.pixels,
+                                                  settings.output_format)
+        storage.write_uri(self.output_uri, data, settings.storage_options)
+        self.row |= {"status": "ok", "output_uri": self.output_uri, "output_bytes": len(data),
+                     "encoding": encoding, "iterations": outcome.iterations,
+                     "loss": outcome.loss}
+        self.photo = self.mask = None  # a batch of big scans: free each as soon as written
 
 
 def _describe(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"
-
-
-def _restore(item: Item, context: Context) -> dict[str, Any]:
-    settings = context.settings
-    image_bytes = storage.read_uri(item.image_uri, settings.storage_options)
-    photo = imageio.decode(image_bytes, settings.max_pixels)
-    found: dict[str, Any] = {}
-    if item.mask_uri is None and settings.masks == "auto":
-        mask, found = autodetect.auto_mask(item, photo, image_bytes, settings)
-        mask_bytes = b""
-    else:
-        mask_bytes = _read_mask(item, settings)
-        # One mask for every photo (--mask, the watermark case) is resized to each of them.
-        resize = settings.resize_masks or settings.mask is not None
-        mask = decode_mask(mask_bytes, (photo.height, photo.width), settings.invert_mask,
-                           resize, settings.max_pixels)
-    facts = found | {
-        "input_sha256": hashlib.sha256(image_bytes + mask_bytes).hexdigest(),
-        "width": photo.width,
-        "height": photo.height,
-        "hole_fraction": hole_fraction(mask),
-        "input_bytes": len(image_bytes),
-    }
-    output_uri = output_uri_for(settings, item.relative_path)
-    if not mask.any():
-        data = _unchanged_bytes(photo, image_bytes, settings)
-        storage.write_uri(output_uri, data, settings.storage_options)
-        return facts | {"status": "skipped", "error": "empty mask: nothing to fill, input copied",
-                        "output_uri": output_uri, "output_bytes": len(data)}
-    result = context.method(photo.pixels, mask)
-    data, encoding = imageio.encode_with_note(photo, result.pixels, settings.output_format)
-    storage.write_uri(output_uri, data, settings.storage_options)
-    return facts | {"status": "ok", "output_uri": output_uri, "output_bytes": len(data),
-                    "encoding": encoding, "iterations": result.iterations, "loss": result.loss}
 
 
 def _read_mask(item: Item, settings: RunSettings) -> bytes:
@@ -186,6 +236,6 @@ def restorer_class(settings: RunSettings, params: str) -> type:
 
         def __call__(self, batch):
             items = [Item(**{f: record[f] for f in ITEM_FIELDS}) for record in batch.to_pylist()]
-            return manifest.to_table([restore_item(item, self.context) for item in items])
+            return manifest.to_table(restore_batch(items, self.context))
 
     return Restorer

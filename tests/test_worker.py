@@ -10,7 +10,7 @@ from PIL import Image
 
 from pipeline.discover import pair
 from pipeline.settings import RunSettings, params_json
-from pipeline.worker import Context, restore_item
+from pipeline.worker import Context, restore_batch, restore_item
 from tests.conftest import save, save_mask
 
 
@@ -113,3 +113,21 @@ def test_gray_16_bit_photo(archive):
     assert restore_all(archive)["deep.png"]["status"] == "ok"
     after = np.asarray(Image.open(archive["out"] / "deep.png"))
     assert after.dtype == np.uint16 and (after[~hole] == deep[~hole]).all()
+
+
+def test_a_batch_fills_together_and_each_bad_item_is_its_own_row(archive):
+    """What a Ray actor does with a batch: the fill is shared, the failures are not."""
+    (archive["images"] / "rocket.png").write_bytes(b"not an image")
+    size = Image.open(archive["images"] / "a/b/coffee.png").size
+    save_mask(np.ones(size[::-1], bool), archive["masks"] / "a/b/coffee.png")  # all hole
+    settings = RunSettings(images=str(archive["images"]), masks=str(archive["masks"]),
+                           out=str(archive["out"]), method="tv",
+                           method_params={"steps": 2, "batch_pixels": 10**6})
+    context = Context(settings, params_json({"test": True}))
+    rows = {row["relative_path"]: row
+            for row in restore_batch(pair(settings.images, settings.masks), context)}
+    assert (rows["rocket.png"]["status"], rows["rocket.png"]["error_kind"]) == ("failed",
+                                                                                "decode")
+    assert rows["a/b/coffee.png"]["error_kind"] == "all_hole"
+    assert rows["a/chelsea.jpg"]["status"] == "ok"
+    assert all(row["seconds"] > 0 and row["finished_at"] for row in rows.values())
