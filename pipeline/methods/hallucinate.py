@@ -63,12 +63,11 @@ class OptimizerParams(MethodParams):
     time_budget_s: float = Field(default=30.0, gt=0, description="Guard on the time per "
                                  "item; past it the current fill is kept. Runs cut by it "
                                  "depend on the machine's speed, not only on the seed.")
-    batch_pixels: int | None = Field(
-        default=None, ge=1, description="Pixels per forward pass: crops of one bucket (shape "
-        "rounded up to 64 px, same schedule) from all the photos of a Ray batch are "
-        "optimised together up to this size, padded to the bucket's shape. None: 1 MP on a "
-        "GPU (what keeps it busy on small crops), one crop at a time on the CPU, where "
-        "batching gains nothing and each crop's fill then never depends on its neighbours.")
+    batch_pixels: int = Field(
+        default=1_000_000, ge=1, description="Pixels per forward pass: crops of one bucket "
+        "(shape rounded up to 64 px, same schedule) from all the photos of a Ray batch are "
+        "optimised together up to this size, padded to the bucket's shape; 1: one crop at a "
+        "time, each exactly as it would be alone.")
 
 
 class HallucinateParams(OptimizerParams):
@@ -187,7 +186,7 @@ class TotalVariation(Method):
         failed: dict[int, Exception] = {}
         for bucket in buckets.group(pending, lambda entry: entry.plan.bucket()):
             height, width = bucket[0].plan.bucket()[0]
-            for chunk in buckets.chunks(bucket, height * width, self._batch_pixels()):
+            for chunk in buckets.chunks(bucket, height * width, self.params.batch_pixels):
                 try:
                     self._paste(chunk, self._optimise_together([e.plan for e in chunk]))
                 except Exception as error:
@@ -200,11 +199,6 @@ class TotalVariation(Method):
                         except Exception as alone:
                             failed[entry.item] = alone
         return list(failed.items())
-
-    def _batch_pixels(self) -> int:
-        if self.params.batch_pixels is not None:
-            return self.params.batch_pixels
-        return 1 if self.device == "cpu" else 1_000_000
 
     @staticmethod
     def _paste(entries: list[Pending], fills: list[Fill]) -> None:
