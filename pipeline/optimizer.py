@@ -69,7 +69,7 @@ def optimize_batch(
     images: list[np.ndarray],
     holes: list[np.ndarray],
     prior: Prior | None,
-    weights: Weights,
+    weights: Weights | list[Weights],
     schedule: Schedule,
     seed: int = 0,
     device: str = "cpu",
@@ -77,14 +77,16 @@ def optimize_batch(
 ) -> list[Outcome]:
     """`optimize` for several crops of one shape, sharing the network's passes (a GPU's
     bucket). Each crop stays its own problem: its own seeded generator, exemplars and
-    plateau stop, as if alone. `padding` (bool HxW each) marks pixels added to reach the
-    bucket's shape: they are known, but never serve as exemplars.
+    plateau stop, as if alone. `weights` may differ per crop in the terms' weights, not in
+    which terms there are or how they are computed. `padding` (bool HxW each) marks pixels
+    added to reach the bucket's shape: they are known, but never serve as exemplars.
 
     Each octave's change, not its image, is carried up to full resolution: the fine
     texture of the initial fill survives, and the coarse octaves are a smooth
     parameterisation of the update (and four times cheaper per level).
     """
     count = len(images)
+    per_crop = weights if isinstance(weights, list) else [weights] * count
     generators = [torch.Generator().manual_seed(seed) for _ in range(count)]
     current = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device)
     full_hole = torch.from_numpy(np.stack(holes))[:, None].to(device)
@@ -96,7 +98,7 @@ def optimize_batch(
         _, coarse_padding = _downscale(current, full_padding, 2**octave)
         if not coarse_hole.any():
             continue
-        descent = _descend(base, coarse_hole, coarse_padding, prior, weights, schedule,
+        descent = _descend(base, coarse_hole, coarse_padding, prior, per_crop, schedule,
                            generators)
         for index in range(count):
             iterations[index] += descent.steps[index]
@@ -134,34 +136,38 @@ class Descent:
     stopped: list[str]
 
 
-def _descend(base, hole, padding, prior, weights, schedule, generators) -> Descent:
+def _descend(base, hole, padding, prior, per_crop, schedule, generators) -> Descent:
     """Adam on the hole pixels of one octave. A crop that reaches its plateau keeps the
     pixels it had then; the others go on (Adam is per pixel, so they do not interact)."""
     count = base.shape[0]
+    shared = per_crop[0]  # which terms, and how they are computed
+    tv_weight, context_weight, hallucination_weight = (
+        torch.tensor([getattr(w, name) for w in per_crop], device=base.device)
+        for name in ("tv", "context", "hallucination"))
     keep = (~hole).float()
     known = base * keep
     parameter = base.clone().requires_grad_(True)
     optimizer = torch.optim.Adam([parameter], lr=schedule.lr)
-    context = (ContextTerm(prior, hole, padding, generators, weights.context_depth)
-               if weights.context > 0 and prior is not None else None)
+    context = (ContextTerm(prior, hole, padding, generators, shared.context_depth)
+               if context_weight.max() > 0 and prior is not None else None)
     hallucination = (HallucinationTerm(prior, base, generators)
-                     if weights.hallucination > 0 and prior is not None else None)
+                     if hallucination_weight.max() > 0 and prior is not None else None)
     histories: list[list[float]] = [[] for _ in range(count)]
     results: list[torch.Tensor | None] = [None] * count
     steps, stopped = [0] * count, ["cap"] * count
     active = list(range(count))
     for step in range(1, schedule.steps + 1):
         image = known + parameter * (1 - keep)
-        terms = weights.tv * tv_loss(image, hole, weights.tv_beta)
+        terms = tv_weight * tv_loss(image, hole, shared.tv_beta)
         if context is not None:
             if (step - 1) % schedule.rematch_every == 0:
                 context.rematch(image)
-            seen = _smooth_gradient(image, weights.gradient_blur)
-            terms = terms + weights.context * context.loss(seen)
+            seen = _smooth_gradient(image, shared.gradient_blur)
+            terms = terms + context_weight * context.loss(seen)
         optimizer.zero_grad()
         if hallucination is not None:
             parameter.grad = _normalised_sum(terms, hallucination.loss(image), parameter,
-                                             weights.hallucination)
+                                             hallucination_weight)
         else:
             terms.sum().backward()
         optimizer.step()
@@ -203,8 +209,8 @@ def _smooth_gradient(image: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _normalised_sum(terms, hallucination, parameter, weight):
-    """Gradient of `terms` plus the hallucination gradient scaled to `weight` times its norm,
-    per crop.
+    """Gradient of `terms` plus the hallucination gradient scaled to `weight` (one per crop)
+    times the norm of the other terms' gradient, crop by crop.
 
     A classifier's raw gradient is tiny in some places and huge in others; normalising it
     makes the weight mean the same thing on every photo and every octave.
@@ -212,7 +218,7 @@ def _normalised_sum(terms, hallucination, parameter, weight):
     (rest,) = torch.autograd.grad(terms.sum(), parameter, retain_graph=True)
     (push,) = torch.autograd.grad(hallucination.sum(), parameter)
     scale = rest.flatten(1).norm(dim=1) / (push.flatten(1).norm(dim=1) + 1e-12)
-    return rest + weight * scale.view(-1, 1, 1, 1) * push
+    return rest + (weight * scale).view(-1, 1, 1, 1) * push
 
 
 def _plateau(history: list[float], patience: int, tolerance: float) -> bool:
