@@ -91,6 +91,23 @@ def test_crops_paste_back_exactly():
     assert (filled[hole] == 128).all()
 
 
+def test_big_scans_group_holes_on_a_coarse_grid_without_losing_context():
+    hole = np.zeros((3000, 4000), bool)  # 12 MP: grouped on 4x4-px cells
+    hole[1001:1004, 501:1700] = True
+    hole[2990:, 3990:] = True
+    hole[1502, 2003] = True
+    boxes = hole_regions(hole, 24)
+    assert len(boxes) == 3
+    assert sum(hole[t:b, left:r].sum() for t, left, b, r in boxes) == hole.sum()
+    for top, left, bottom, right in boxes:
+        rows, columns = np.nonzero(hole[top:bottom, left:right])
+        margins = [rows.min(), bottom - top - 1 - rows.max(),
+                   columns.min(), right - left - 1 - columns.max()]
+        at_frame = [top == 0, bottom == hole.shape[0], left == 0, right == hole.shape[1]]
+        for margin, clipped in zip(margins, at_frame, strict=True):
+            assert clipped or 24 <= margin < 24 + 4
+
+
 def test_hallucinate_reports_its_prior_for_the_manifest():
     method = load_method("hallucinate")
     assert method.model_name == "efficientnet_lite0"
