@@ -269,9 +269,9 @@ def peak_memory(method: str, megapixels: int) -> dict:
 # 6. Batched crops ----------------------------------------------------------------------
 
 def batched_crops(size: int, crops: int, steps: int) -> dict:
-    """Crops per second of the default optimizer, one crop per forward pass against all
-    `crops` in one bucket (what `batch_pixels` does across a Ray batch's photos), on the CPU
-    and, where there is one, on the GPU."""
+    """Crops per second of the default optimizer at batch sizes 1, 2, 4, ... `crops` (crops
+    of one bucket sharing each forward pass, what `batch_pixels` does across a Ray batch's
+    photos), on the CPU and, where there is one, on the GPU."""
     import torch
 
     from pipeline.optimizer import optimize_batch
@@ -279,9 +279,9 @@ def batched_crops(size: int, crops: int, steps: int) -> dict:
     method, image, hole, _, weights, Schedule = round_hole_crop(size)  # noqa: N806
     schedule = Schedule(steps=steps, lr=method.params.lr, octaves=1, finest=0,
                         patience=10**6, tolerance=0.0)
+    sizes = [2**power for power in range(crops.bit_length()) if 2**power <= crops]
     rows = {}
-    devices = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
-    for device in devices:
+    for device in ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]:
         prior = method.prior.to(device)
 
         def run(batch: int, device=device, prior=prior):
@@ -292,11 +292,9 @@ def batched_crops(size: int, crops: int, steps: int) -> dict:
                 torch.cuda.synchronize()
 
         run(1)  # warm-up
-        alone, together = median_seconds(lambda: run(1), 3), median_seconds(lambda: run(crops), 3)
-        cores = f"cpu ({os.cpu_count()} cores)"
-        name = torch.cuda.get_device_name(0) if device == "cuda" else cores
-        rows[name] = {"crops_per_s_alone": crops / alone, "crops_per_s_batched": crops / together,
-                      "speedup": alone / together}
+        name = torch.cuda.get_device_name(0) if device == "cuda" else f"cpu ({os.cpu_count()})"
+        rows[name] = {batch: crops / median_seconds(lambda b=batch: run(b), 3)
+                      for batch in sizes}
     method.prior.to("cpu")
     return {"crop": f"{size}x{size}", "crops": crops, "steps_per_crop": steps, "devices": rows,
             "date": time.strftime("%Y-%m-%d %H:%M")}
@@ -359,13 +357,15 @@ def render_markdown(results: dict) -> str:
               f"{memory['peak_mb']:.0f} MB** ({memory['before_item_mb']:.0f} MB before the "
               "item, after imports).", ""]
     batched = results["batched_crops"]
-    lines += ["## 6. Crops in one bucket against one at a time", "",
+    sizes = list(next(iter(batched["devices"].values())))
+    lines += ["## 6. Crops per second by batch size (crops of one bucket per forward pass)", "",
               f"{batched['crops']} crops of {batched['crop']}, {batched['steps_per_crop']} "
               f"steps each, default terms (measured {batched['date']}):", "",
-              "| device | crops/s alone | crops/s batched | speed-up |", "|---|---|---|---|"]
-    for device, row in batched["devices"].items():
-        lines.append(f"| {device} | {row['crops_per_s_alone']:.2f} | "
-                     f"{row['crops_per_s_batched']:.2f} | {row['speedup']:.2f}x |")
+              "| device | " + " | ".join(f"batch {size}" for size in sizes) + " |",
+              "|---|" + "---|" * len(sizes)]
+    for device, rates in batched["devices"].items():
+        lines.append(f"| {device} | " + " | ".join(f"{rates[size]:.2f}" for size in sizes)
+                     + " |")
     lines.append("")
     notes = results.get("notes")
     if notes:

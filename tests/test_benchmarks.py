@@ -18,6 +18,6 @@ def test_speed_benchmark_runs_on_tiny_sizes(tmp_path):
                    capture_output=True, timeout=400)
     table = (tmp_path / "speed.md").read_text()
     for heading in ("Pipeline efficiency", "Cost follows the damage", "Optimizer overhead",
-                    "Throughput by method", "Peak memory", "Crops in one bucket"):
+                    "Throughput by method", "Peak memory", "Crops per second by batch size"):
         assert heading in table
     assert (tmp_path / "speed.png").stat().st_size > 0
