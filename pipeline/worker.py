@@ -22,6 +22,10 @@ from pipeline.masks import MaskError, decode_mask, hole_fraction
 from pipeline.methods import Method, NothingToConditionOn, Result, load_method
 from pipeline.settings import RunSettings
 
+# Decoded pixels a worker holds at once to fill several photos together: past it, the
+# photos gathered so far are filled and written before the next is read.
+GROUP_PIXELS = 16_000_000
+
 ITEM_FIELDS = ("item_id", "relative_path", "image_uri", "mask_uri", "input_fingerprint",
                "problem")
 
@@ -91,21 +95,35 @@ def restore_item(item: Item, context: Context) -> dict[str, Any]:
 
 
 def restore_batch(items: list[Item], context: Context) -> list[dict[str, Any]]:
-    """Process a Ray batch: read and prepare each item, fill them together (the method
-    shares work across them, e.g. crops in one GPU pass), write each; one row per item.
+    """Process a Ray batch: read and prepare items, fill them together (the method shares
+    work across them, e.g. crops in one GPU pass), write each; one row per item.
 
-    An item's `seconds` is its own reading, decoding and writing plus an equal share of
-    the batch's fill.
+    Items are held decoded only up to `GROUP_PIXELS` at a time, so a batch of big scans
+    costs the memory of one. An item's `seconds` is its own reading, decoding and writing
+    plus an equal share of its group's fill.
     """
-    jobs = [Job(item, context) for item in items]
-    ready = [job for job in jobs if job.ready]
-    if ready:
-        clock = time.perf_counter()
-        outcomes = context.method.call_many([(job.photo.pixels, job.mask) for job in ready])
-        share = (time.perf_counter() - clock) / len(ready)
-        for job, outcome in zip(ready, outcomes, strict=True):
-            job.finish(outcome, share)
+    jobs, group, pixels = [], [], 0
+    for item in items:
+        job = Job(item, context)
+        jobs.append(job)
+        if job.ready:
+            group.append(job)
+            pixels += job.photo.width * job.photo.height
+        if pixels >= GROUP_PIXELS:
+            _fill_and_write(group, context)
+            group, pixels = [], 0
+    _fill_and_write(group, context)
     return [job.row for job in jobs]
+
+
+def _fill_and_write(group: list[Job], context: Context) -> None:
+    if not group:
+        return
+    clock = time.perf_counter()
+    outcomes = context.method.call_many([(job.photo.pixels, job.mask) for job in group])
+    share = (time.perf_counter() - clock) / len(group)
+    for job, outcome in zip(group, outcomes, strict=True):
+        job.finish(outcome, share)
 
 
 class Job:

@@ -131,3 +131,22 @@ def test_a_batch_fills_together_and_each_bad_item_is_its_own_row(archive):
     assert rows["a/b/coffee.png"]["error_kind"] == "all_hole"
     assert rows["a/chelsea.jpg"]["status"] == "ok"
     assert all(row["seconds"] > 0 and row["finished_at"] for row in rows.values())
+
+
+def test_a_batch_holds_only_a_bounded_number_of_decoded_pixels(archive, monkeypatch):
+    import pipeline.worker as worker
+
+    settings = RunSettings(images=str(archive["images"]), masks=str(archive["masks"]),
+                           out=str(archive["out"]), method="telea")
+    context = Context(settings, params_json({"test": True}))
+    groups = []
+    fill_together = context.method.call_many
+    monkeypatch.setattr(context.method, "call_many",
+                        lambda pairs: groups.append(len(pairs)) or fill_together(pairs))
+    items = pair(settings.images, settings.masks)
+    assert {row["status"] for row in restore_batch(items, context)} == {"ok"}
+    assert groups == [3]
+    groups.clear()
+    monkeypatch.setattr(worker, "GROUP_PIXELS", 1)  # every photo is a big scan
+    assert {row["status"] for row in restore_batch(items, context)} == {"ok"}
+    assert groups == [1, 1, 1]
