@@ -28,13 +28,15 @@ def mask_uri_for(base: str, relative_path: str) -> str:
     return storage.join(base, posixpath.splitext(relative_path)[0] + ".png")
 
 
-def find_damage(photo: imageio.Photo, image_bytes: bytes, settings: RunSettings) -> Detection:
-    """Run the chosen detector on a decoded photo; the IR channel comes from the raw bytes."""
+def find_damage(photo: imageio.Photo, image_bytes: bytes, settings: RunSettings,
+                device: str = "cpu") -> Detection:
+    """Run the chosen detector on a decoded photo (the learned one's net on `device`); the IR
+    channel comes from the raw bytes."""
     infrared = read_infrared(image_bytes)
     if infrared is not None and infrared.shape[:2] != photo.pixels.shape[:2]:
         # The photo was shown upright from EXIF orientation; RGBI scans carry none.
         raise imageio.ImageDecodeError("IR channel and photo differ in size or orientation")
-    return detect(photo.pixels, settings.detector, settings.sensitivity, infrared)
+    return detect(photo.pixels, settings.detector, settings.sensitivity, infrared, device)
 
 
 def detection_facts(detection: Detection) -> dict[str, Any]:
@@ -42,21 +44,21 @@ def detection_facts(detection: Detection) -> dict[str, Any]:
             "defects": json.dumps(detection.defects, sort_keys=True)}
 
 
-def auto_mask(item: Item, photo: imageio.Photo, image_bytes: bytes,
-              settings: RunSettings) -> tuple[np.ndarray, dict[str, Any]]:
+def auto_mask(item: Item, photo: imageio.Photo, image_bytes: bytes, settings: RunSettings,
+              device: str = "cpu") -> tuple[np.ndarray, dict[str, Any]]:
     """Detect the damage of one photo for `run --masks auto`; write the mask beside the
     outputs and return it with the manifest facts (its URI included)."""
-    detection = find_damage(photo, image_bytes, settings)
+    detection = find_damage(photo, image_bytes, settings, device)
     uri = mask_uri_for(storage.join(settings.out, MASKS_FOLDER), item.relative_path)
     storage.write_uri(uri, encode_mask(detection.mask), settings.storage_options)
     return detection.mask, detection_facts(detection) | {"mask_uri": uri}
 
 
-def detect_item(item: Item, settings: RunSettings) -> dict[str, Any]:
+def detect_item(item: Item, settings: RunSettings, device: str = "cpu") -> dict[str, Any]:
     """The work of `inpaint detect` for one item: read, detect, write the mask PNG."""
     image_bytes = storage.read_uri(item.image_uri, settings.storage_options)
     photo = imageio.decode(image_bytes, settings.max_pixels)
-    detection = find_damage(photo, image_bytes, settings)
+    detection = find_damage(photo, image_bytes, settings, device)
     data = encode_mask(detection.mask)
     uri = mask_uri_for(settings.out, item.relative_path)
     storage.write_uri(uri, data, settings.storage_options)

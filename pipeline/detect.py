@@ -1,7 +1,7 @@
 """Find dust, scratches and hairs on scanned prints: a damage mask without drawing it by hand.
 
-Detectors, by name: `learned` (a small MLP over per-pixel shape and context features,
-trained on synthetic damage over clean photos, weights in `pipeline/assets/`), `infrared`
+Detectors, by name: `learned` (a small fully-convolutional net trained on synthetic damage
+over clean photos, weights in `pipeline/assets/`), `infrared`
 (the scanner's IR channel: dust blocks infrared, dyes do not) and `tophat` (the naive
 morphological baseline, kept to measure against). `auto` picks `infrared` when the photo
 has an IR channel, else `learned`.
@@ -22,11 +22,6 @@ import numpy as np
 DETECTORS = ("learned", "infrared", "tophat")
 DEFAULT_DETECTOR = "auto"
 DEFAULT_SENSITIVITY = 0.5
-WEIGHTS_FILE = "damage_mlp.npz"
-# Bands bound the detector's memory on large scans (about TILE*TILE pixels at a time); the
-# overlap exceeds the features' reach, so banded and whole-frame masks agree.
-TILE = 1024
-TILE_OVERLAP = 96
 
 
 class DetectorError(ValueError):
@@ -52,18 +47,19 @@ def detector_names() -> list[str]:
 
 def detect(image: np.ndarray, method: str = DEFAULT_DETECTOR,
            sensitivity: float = DEFAULT_SENSITIVITY,
-           infrared: np.ndarray | None = None) -> Detection:
+           infrared: np.ndarray | None = None, device: str = "cpu") -> Detection:
     """Find damage in an HxW or HxWxC uint8/uint16 photo (channel 4, if any, is ignored).
 
     `sensitivity` in [0, 1]: higher finds fainter damage and flags more; 0.5 is the
     calibrated default. `infrared` is the scanner's IR channel (HxW), when there is one.
+    `device` runs the learned detector's net ("cpu", "cuda", "cuda:1", ...).
     """
     if not 0 <= sensitivity <= 1:
         raise ValueError(f"sensitivity must be within [0, 1], got {sensitivity}")
     if method == "auto":
         method = "infrared" if infrared is not None else "learned"
     if method == "learned":
-        mask = _learned_mask(float_image(image), sensitivity)
+        mask = learned_mask(float_image(image), sensitivity, device)
     elif method == "infrared":
         if infrared is None:
             raise DetectorError("--method infrared needs an IR channel (an RGBI TIFF)")
@@ -99,117 +95,85 @@ def gray_float(image: np.ndarray) -> np.ndarray:
 
 
 # --- learned ---------------------------------------------------------------------------
-# Per-pixel features that separate defects from picture detail: how much a pixel stands
-# out from its neighbourhood at the scales of dust and scratches (top-hats, Hessian), how
-# busy the neighbourhood is (texture, density of other responses: grass and hair are
-# busy, a speck on a cheek is not), and how close it is to the near-white or near-black
-# tone of dust and scratches. A small MLP (weights in pipeline/assets) scores them.
+# A small fully-convolutional net reads the photo (RGB, grey repeated) and scores each
+# pixel. Dilated 3x3 layers give it about 70 px of context at the cost of a few thousand
+# weights: a speck on a cheek stands alone, a star or a highlight sits among others like
+# it, a tower's edge runs on along a straight object boundary. Trained on synthetic damage
+# over clean photos by benchmarks/train_detector.py (weights in pipeline/assets/).
 
-HAT_SIZES = (3, 5, 9)
-HESSIAN_SIGMAS = (1.0, 2.0)
-
-
-def features(pixels: np.ndarray) -> np.ndarray:
-    """float32 HxWxF feature stack of a float image in [0, 1] (HxW or HxWxC, C 1 or 3);
-    all features are of its luminance."""
-    gray = luminance(pixels)
-    detail = np.abs(gray - cv2.GaussianBlur(gray, (0, 0), 1.0))
-    texture_near = cv2.GaussianBlur(detail, (0, 0), 4)
-    texture_far = cv2.GaussianBlur(detail, (0, 0), 12)
-    # A median ignores the defect itself: a speck on a cheek does not make the cheek busy.
-    detail8 = np.clip(detail * 1020, 0, 255).astype(np.uint8)
-    robust = [cv2.medianBlur(detail8, size).astype(np.float32) / 1020 for size in (9, 21)]
-    hats = []
-    for size in HAT_SIZES:
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))
-        hats += [cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, kernel),
-                 cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel)]
-    stack = [*hats, texture_near, texture_far, *robust]
-    stack += [hat / (robust[0] + 0.004) for hat in hats]
-    mean = cv2.GaussianBlur(gray, (0, 0), 3)
-    deviation = np.sqrt(np.maximum(cv2.GaussianBlur(gray * gray, (0, 0), 3) - mean * mean, 0))
-    stack.append(deviation)
-    for sigma in HESSIAN_SIGMAS:
-        smooth = cv2.GaussianBlur(gray, (0, 0), sigma)
-        dxx = cv2.Sobel(smooth, cv2.CV_32F, 2, 0, ksize=3)
-        dyy = cv2.Sobel(smooth, cv2.CV_32F, 0, 2, ksize=3)
-        dxy = cv2.Sobel(smooth, cv2.CV_32F, 1, 1, ksize=3)
-        half_trace = (dxx + dyy) / 2
-        root = np.sqrt(((dxx - dyy) / 2) ** 2 + dxy**2)
-        stack += [(half_trace + root) * sigma**2, (half_trace - root) * sigma**2]
-    # Highlights and shadows run along object edges; scratches cross them at random.
-    for sigma in (2.0, 4.0):
-        smooth = cv2.GaussianBlur(gray, (0, 0), sigma)
-        gx = cv2.Sobel(smooth, cv2.CV_32F, 1, 0, ksize=3)
-        gy = cv2.Sobel(smooth, cv2.CV_32F, 0, 1, ksize=3)
-        stack.append(np.sqrt(gx * gx + gy * gy) * sigma)
-    strongest = np.maximum(hats[-2], hats[-1])
-    stack += [cv2.GaussianBlur(strongest, (0, 0), 3), cv2.GaussianBlur(strongest, (0, 0), 10)]
-    stack += [gray, cv2.GaussianBlur(gray, (0, 0), 8)]
-    # Colour is left out on purpose: neutral defects on colour prints would be a strong
-    # cue, but trained on tinted grey photos it flagged 12-16% of real colour photos.
-    return np.stack(stack, axis=2).astype(np.float32)
+WEIGHTS_FILE = "damage_cnn.npz"
+# Bands bound the detector's memory on large scans (about TILE*TILE pixels at a time); the
+# overlap exceeds the net's reach, so banded and whole-frame masks agree.
+TILE = 1024
+TILE_OVERLAP = 48
 
 
-def context_features(probability: np.ndarray) -> np.ndarray:
-    """Auto-context: what the first stage thinks of the neighbourhood. A defect is a thin
-    connected run of likely pixels; picture detail is a clutter of them."""
-    sure = (probability > 0.5).astype(np.float32)
-    return np.stack([
-        probability,
-        cv2.GaussianBlur(probability, (0, 0), 1.5),
-        cv2.GaussianBlur(probability, (0, 0), 5),
-        cv2.dilate(probability, np.ones((7, 7), np.uint8)),
-        cv2.GaussianBlur(sure, (0, 0), 4),
-        cv2.GaussianBlur(sure, (0, 0), 12),
-    ], axis=2)
+def build_net(channels: int, dilations: tuple[int, ...]):
+    """The detector's architecture: 3x3 conv + batch norm (it makes a dozen-layer stack
+    train in minutes) + ReLU layers at the given dilations, then a
+    1x1 conv to one logit per pixel. Zero padding (cheaper than replicate; training crops
+    have the same borders, so the net learns to ignore them)."""
+    from torch import nn
+
+    layers: list = []
+    inputs = 3
+    for dilation in dilations:
+        layers += [nn.Conv2d(inputs, channels, 3, padding=dilation, dilation=dilation),
+                   nn.BatchNorm2d(channels), nn.ReLU()]
+        inputs = channels
+    layers.append(nn.Conv2d(inputs, 1, 1))
+    return nn.Sequential(*layers)
 
 
-FEATURE_COUNT = 4 * len(HAT_SIZES) + 5 + 2 * len(HESSIAN_SIGMAS) + 6
-CONTEXT_COUNT = 6
+def net_reach(dilations) -> int:
+    """How far (px) a pixel's score looks: the sum of the 3x3 layers' dilations."""
+    return int(sum(dilations))
 
 
 @lru_cache(maxsize=1)
-def load_model() -> dict[str, Any]:
-    """The shipped MLP weights (numpy arrays), loaded once per process."""
+def load_weights() -> dict[str, Any]:
+    """The shipped net (numpy arrays, plus its calibrated threshold), read once per process."""
     data = resources.files("pipeline.assets").joinpath(WEIGHTS_FILE).read_bytes()
     with np.load(io.BytesIO(data)) as saved:
-        model = {name: saved[name] for name in saved.files}
-    model["sha256"] = hashlib.sha256(data).hexdigest()
-    return model
+        weights = {name: saved[name] for name in saved.files}
+    weights["sha256"] = hashlib.sha256(data).hexdigest()
+    return weights
 
 
-def mlp_probability(feature_stack: np.ndarray, model: dict[str, Any], stage: int) -> np.ndarray:
-    """Run one stage's MLP over every pixel: normalize, dense layers with ReLU, sigmoid."""
-    height, width, count = feature_stack.shape
-    prefix = f"s{stage}_"
-    hidden = (feature_stack.reshape(-1, count) - model[prefix + "mean"]) / model[prefix + "scale"]
-    layer = 0
-    while f"{prefix}w{layer}" in model:
-        hidden = hidden @ model[f"{prefix}w{layer}"] + model[f"{prefix}b{layer}"]
-        layer += 1
-        if f"{prefix}w{layer}" in model:
-            np.maximum(hidden, 0, out=hidden)
-    return (1 / (1 + np.exp(-hidden))).reshape(height, width).astype(np.float32)
+@lru_cache(maxsize=4)
+def load_net(device: str = "cpu"):
+    """The shipped net on `device`, in eval mode (one per device and process)."""
+    import torch
+
+    weights = load_weights()
+    dilations = tuple(int(d) for d in weights["dilations"])
+    net = build_net(int(weights["channels"]), dilations)
+    state = {name[len("net."):]: torch.from_numpy(value) for name, value in weights.items()
+             if name.startswith("net.")}
+    net.load_state_dict(state)
+    return net.eval().to(device)
 
 
-def two_stage_probability(pixels: np.ndarray, model: dict[str, Any]) -> np.ndarray:
-    stack = features(pixels)
-    first = mlp_probability(stack, model, 0)
-    return mlp_probability(np.concatenate([stack, context_features(first)], 2), model, 1)
+def net_input(pixels: np.ndarray) -> np.ndarray:
+    """float32 3xHxW centred on 0 from a float image in [0, 1] (grey repeated)."""
+    rgb = np.repeat(pixels[:, :, None], 3, 2) if pixels.ndim == 2 else pixels
+    return np.ascontiguousarray(rgb.transpose(2, 0, 1) - 0.5, dtype=np.float32)
 
 
-def damage_probability(pixels: np.ndarray) -> np.ndarray:
+def damage_probability(pixels: np.ndarray, device: str = "cpu") -> np.ndarray:
     """Per-pixel probability of damage (float32 HxW), in row bands to bound memory."""
-    model = load_model()
+    import torch
+
+    net = load_net(device)
     height, width = pixels.shape[:2]
     out = np.zeros((height, width), np.float32)
     band = max(1, TILE * TILE // max(width, 1))
-    for top in range(0, height, band):
-        # Features and context look up to ~80 px away: compute them with that margin.
-        y0, y1 = max(0, top - TILE_OVERLAP), min(height, top + band + TILE_OVERLAP)
-        probability = two_stage_probability(pixels[y0:y1], model)
-        out[top:top + band] = probability[top - y0:top - y0 + min(band, height - top)]
+    with torch.inference_mode():
+        for top in range(0, height, band):
+            y0, y1 = max(0, top - TILE_OVERLAP), min(height, top + band + TILE_OVERLAP)
+            batch = torch.from_numpy(net_input(pixels[y0:y1]))[None].to(device)
+            probability = torch.sigmoid(net(batch))[0, 0].float().cpu().numpy()
+            out[top:top + band] = probability[top - y0:top - y0 + min(band, height - top)]
     return out
 
 
@@ -220,65 +184,14 @@ def shifted(threshold: float, sensitivity: float) -> float:
     return odds / (1 + odds)
 
 
-def _learned_mask(pixels: np.ndarray, sensitivity: float) -> np.ndarray:
-    model = load_model()
-    probability = damage_probability(pixels)
-    high = shifted(float(model["pixel_threshold"]), sensitivity)
-    candidates = hysteresis(probability, high / 2, high)
-    labels, table = component_table(candidates, probability, pixels)
-    if not len(table):
-        return candidates
-    scores = mlp_probability(table[None], model, 2)[0]
-    keep = np.concatenate([[False], scores > shifted(float(model["threshold"]), sensitivity)])
-    return keep[labels]
+def learned_mask(pixels: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY,
+                 device: str = "cpu") -> np.ndarray:
+    """Pixels the net scores above the calibrated threshold, with their faint surroundings
+    (hysteresis: the blurred ends and fringes of a sure defect stay with it)."""
+    probability = damage_probability(pixels, device)
+    high = shifted(float(load_weights()["threshold"]), sensitivity)
+    return hysteresis(probability, high / 2, high)
 
-
-def component_table(mask: np.ndarray, probability: np.ndarray,
-                    pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Shape and context of each candidate defect (one row per connected component).
-
-    A defect is a speck or a thin line of even width; picture detail that fooled the
-    pixel stage is often a blob, a band along an object's edge, or one of many
-    candidates in a busy neighbourhood.
-    """
-    from scipy import ndimage
-    from skimage.morphology import skeletonize
-
-    count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    if count <= 1:
-        return labels, np.zeros((0, COMPONENT_FEATURES), np.float32)
-    gray = luminance(pixels)
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
-    contrast = np.maximum(cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, kernel),
-                          cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel))
-    texture = cv2.GaussianBlur(np.abs(gray - cv2.GaussianBlur(gray, (0, 0), 1.0)), (0, 0), 12)
-    smooth = cv2.GaussianBlur(gray, (0, 0), 3)
-    edges = np.hypot(cv2.Sobel(smooth, cv2.CV_32F, 1, 0), cv2.Sobel(smooth, cv2.CV_32F, 0, 1))
-    crowd = cv2.GaussianBlur(mask.astype(np.float32), (0, 0), 10)
-    distance = cv2.distanceTransform(np.pad(mask, 1).astype(np.uint8), cv2.DIST_L2, 5)[1:-1,
-                                                                                       1:-1]
-    flat = labels.ravel()
-    area = np.bincount(flat, minlength=count)[1:].astype(np.float32)
-    length = np.maximum(np.bincount(flat, skeletonize(mask).ravel().astype(np.float32),
-                                    minlength=count)[1:], 1)
-
-    def mean(values: np.ndarray) -> np.ndarray:
-        return np.bincount(flat, values.ravel().astype(np.float64), minlength=count)[1:] / area
-
-    index = np.arange(1, count)
-    boxes = ndimage.find_objects(labels)
-    span = np.array([np.hypot(b[0].stop - b[0].start, b[1].stop - b[1].start) for b in boxes])
-    table = np.stack([
-        np.log(area), np.log(length), area / length, span / length, np.log(span),
-        ndimage.maximum(distance, labels, index),
-        mean(probability), ndimage.maximum(probability, labels, index),
-        mean(contrast), ndimage.maximum(contrast, labels, index),
-        mean(gray), mean(np.abs(gray - 0.5)), mean(texture), mean(edges), mean(crowd),
-    ], axis=1)
-    return labels, table.astype(np.float32)
-
-
-COMPONENT_FEATURES = 15
 
 
 def hysteresis(score: np.ndarray, low: float, high: float) -> np.ndarray:
