@@ -176,13 +176,14 @@ class Job:
         if item.problem:
             raise MaskError(item.problem)
         if settings.task == "detect":
-            self.row |= autodetect.detect_item(item, settings)
+            self.row |= autodetect.detect_item(item, settings, self.context.device)
             return
         image_bytes = storage.read_uri(item.image_uri, settings.storage_options)
         photo = imageio.decode(image_bytes, settings.max_pixels)
         found: dict[str, Any] = {}
         if item.mask_uri is None and settings.masks == "auto":
-            mask, found = autodetect.auto_mask(item, photo, image_bytes, settings)
+            mask, found = autodetect.auto_mask(item, photo, image_bytes, settings,
+                                               self.context.device)
             mask_bytes = b""
         else:
             mask_bytes = _read_mask(item, settings)
