@@ -17,7 +17,7 @@ the benchmark's default `DamageParams`): the best F1 among thresholds that flag 
 MAX_CLEAN_FLAGGED of the undamaged photo. The benchmark's EVAL_PHOTOS are never used here.
 
 Reproducible on a CPU: fixed seeds, a fixed thread count. Writes pipeline/assets/damage_cnn.npz
-(16 channels, 7 dilated 3x3 layers with batch norm, ~20k weights, 72 KB). The shipped weights
+(16 channels, 7 dilated 3x3 layers with batch norm, ~14.6k weights, 72 KB). The shipped weights
 took 1402 s (3000 steps, 2 threads) on a 2-core machine shared with other jobs.
 
     python benchmarks/train_detector.py [--steps 3000] [--threads 2] [--out ...]
