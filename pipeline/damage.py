@@ -41,8 +41,10 @@ class DamageParams(BaseModel):
     )
     scratch_bend: float = Field(0.06, description="Std of the heading change per step (rad).")
     hairs: tuple[int, int] = Field((0, 2), description="Hairs per 0.25 MP.")
-    hair_width: tuple[float, float] = (1.0, 2.0)
-    hair_length: tuple[float, float] = (0.05, 0.2)
+    hair_width: tuple[float, float] = Field((1.0, 2.0), description="Width in px.")
+    hair_length: tuple[float, float] = Field(
+        (0.05, 0.2), description="Length as a share of the long side."
+    )
     hair_bend: float = Field(0.45, description="Hairs curl: larger heading changes.")
     dust: tuple[int, int] = Field((10, 40), description="Dust specks per 0.25 MP.")
     dust_size: tuple[float, float] = Field((1.0, 4.0), description="Speck diameter in px.")
