@@ -94,8 +94,8 @@ def optimize_batch(
                     if padding is not None else torch.zeros_like(full_hole))
     iterations, losses, stopped = [0] * count, [None] * count, ["cap"] * count
     for octave in reversed(range(schedule.finest, max(schedule.octaves, schedule.finest + 1))):
-        base, coarse_hole = _downscale(current, full_hole, 2**octave)
-        _, coarse_padding = _downscale(current, full_padding, 2**octave)
+        base, coarse_hole, coarse_padding = _downscale(current, full_hole, full_padding,
+                                                       2**octave)
         if not coarse_hole.any():
             continue
         descent = _descend(base, coarse_hole, coarse_padding, prior, per_crop, schedule,
@@ -116,14 +116,16 @@ def optimize_batch(
             for index in range(count)]
 
 
-def _downscale(image: torch.Tensor, hole: torch.Tensor, factor: int):
+def _downscale(image: torch.Tensor, hole: torch.Tensor, padding: torch.Tensor, factor: int):
     if factor == 1:
-        return image, hole
+        return image, hole, padding
     size = (max(8, image.shape[-2] // factor), max(8, image.shape[-1] // factor))
     small = F.interpolate(image, size=size, mode="area")
-    # A coarse pixel is known only if none of the pixels it averages is a hole.
+    # A coarse pixel is known only if none of the pixels it averages is a hole, and padding
+    # if any of them is.
     small_hole = F.interpolate(hole.float(), size=size, mode="area") > 0
-    return small, small_hole
+    small_padding = F.interpolate(padding.float(), size=size, mode="area") > 0
+    return small, small_hole, small_padding
 
 
 @dataclass
