@@ -187,23 +187,22 @@ class TotalVariation(Method):
         for bucket in buckets.group(pending, lambda entry: entry.plan.bucket()):
             height, width = bucket[0].plan.bucket()[0]
             for chunk in buckets.chunks(bucket, height * width, self.params.batch_pixels):
-                try:
-                    self._paste(chunk, self._optimise_together([e.plan for e in chunk]))
-                except Exception as error:
-                    if len(chunk) == 1:
-                        failed[chunk[0].item] = error
-                        continue
+                if not self._optimise_and_paste(chunk, failed) and len(chunk) > 1:
                     for entry in chunk:
-                        try:
-                            self._paste([entry], self._optimise_together([entry.plan]))
-                        except Exception as alone:
-                            failed[entry.item] = alone
+                        self._optimise_and_paste([entry], failed)
         return list(failed.items())
 
-    @staticmethod
-    def _paste(entries: list[Pending], fills: list[Fill]) -> None:
-        for entry, filled in zip(entries, fills, strict=True):
-            entry.canvas.paste(entry.box, filled)
+    def _optimise_and_paste(self, entries: list[Pending], failed: dict[int, Exception]) -> bool:
+        """True when done; a lone crop's error is recorded as its item's failure."""
+        try:
+            fills = self._optimise_together([entry.plan for entry in entries])
+            for entry, filled in zip(entries, fills, strict=True):
+                entry.canvas.paste(entry.box, filled)
+        except Exception as error:
+            if len(entries) == 1:
+                failed[entries[0].item] = error
+            return False
+        return True
 
     def _optimise_together(self, plans: list[Plan]) -> list[Fill]:
         """One `optimize_batch` call; crops are padded to their bucket's shape only when
@@ -251,14 +250,15 @@ def initial_fill(image: np.ndarray, mask: np.ndarray, params: OptimizerParams,
                  smooth: np.ndarray) -> np.ndarray:
     """The fill the optimisation starts from; `smooth` is the biharmonic fill."""
     kind = params.init
+    # How deep each hole pixel lies: texture fades in from the border over `blend_radius`.
+    distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
+    share = np.clip(distance / params.blend_radius, 0, 1)[:, :, None]
     if kind == "fsr":
         filled = fsr_fill(image, mask)
     elif kind in ("blend", "detail"):
         # Biharmonic continues edges across the border; FSR brings texture to the middle.
         # FSR's coarse part can be off-palette blocks (green in a stained slide, black in a
         # fundus), so `detail` takes only its fine detail on top of the biharmonic fill.
-        distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
-        share = np.clip(distance / params.blend_radius, 0, 1)[:, :, None]
         fsr = fsr_fill(image, mask)
         if kind == "blend":
             filled = (1 - share) * smooth + share * fsr
@@ -266,12 +266,10 @@ def initial_fill(image: np.ndarray, mask: np.ndarray, params: OptimizerParams,
             detail = fsr - cv2.GaussianBlur(fsr, (0, 0), params.detail_sigma).reshape(fsr.shape)
             filled = np.clip(smooth + share * detail, 0, 1)
     elif kind == "mirror":
-        distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
-        share = (np.clip(distance / params.blend_radius, 0, 1)
-                 * np.clip(2 - distance / params.mirror_depth, 0, 1))[:, :, None]
+        fade_out = np.clip(2 - distance / params.mirror_depth, 0, 1)[:, :, None]
         detail = mirrored_detail(np.where(mask[:, :, None], smooth, image), mask,
                                  params.detail_sigma)
-        filled = np.clip(smooth + share * detail, 0, 1)
+        filled = np.clip(smooth + share * fade_out * detail, 0, 1)
     elif kind == "telea":
         from pipeline.methods.opencv import Telea
 
