@@ -49,12 +49,14 @@ class CannotSplice(ValueError):
     """This JPEG is not one we can splice; the message says why, for the manifest."""
 
 
-def splice(original: bytes, before: np.ndarray, after: np.ndarray) -> tuple[bytes, str]:
+def splice(original: bytes, before: np.ndarray, after: np.ndarray,
+           changed: np.ndarray) -> tuple[bytes, str]:
     """The JPEG `original` with the change from `before` (its decoded pixels) to `after`
-    coded into the blocks it touches; both arrays in stored layout, HxW (gray) or HxWx3.
-    Returns the bytes and a one-line note for the manifest."""
+    coded into the blocks it touches; both arrays in stored layout, HxW (gray) or HxWx3,
+    and `changed` (HxW bool) where they differ. Returns the bytes and a one-line note for
+    the manifest."""
     frame, metadata = header_of(original)
-    changed = np.nonzero(changed_pixels(before, after))
+    changed = np.nonzero(changed)
     with _LIBJPEG, tempfile.TemporaryDirectory(prefix="jpegsplice-") as folder:
         jpeg = _read(Path(folder, "original.jpg"), original)
         _check_layout(jpeg, before.shape[:2])
@@ -86,17 +88,6 @@ def splice(original: bytes, before: np.ndarray, after: np.ndarray) -> tuple[byte
     if frame not in ("baseline", "extended"):
         note += f"; {frame} written as baseline Huffman"
     return with_segments(coded, metadata), note
-
-
-def changed_pixels(before: np.ndarray, after: np.ndarray) -> np.ndarray:
-    """HxW bool: where any channel changed (channel by channel: numpy's any() over a
-    3-long last axis is slow on a 40 MP photo)."""
-    if before.ndim == 2:
-        return before != after
-    changed = before[:, :, 0] != after[:, :, 0]
-    for channel in range(1, before.shape[2]):
-        changed |= before[:, :, channel] != after[:, :, channel]
-    return changed
 
 
 def touched_blocks(changed: tuple[np.ndarray, np.ndarray], factor: np.ndarray,
