@@ -222,17 +222,10 @@ def infrared_mask(infrared: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY
 
 def read_infrared(data: bytes) -> np.ndarray | None:
     """The IR channel of an RGBI TIFF (4th sample declared 'unspecified'), else None."""
-    if data[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
-        return None
-    import tifffile
+    from pipeline.imageio import rgbi_samples
 
-    with tifffile.TiffFile(io.BytesIO(data)) as tiff:
-        page = tiff.pages[0]
-        extra = page.extrasamples or ()
-        if page.samplesperpixel != 4 or len(extra) != 1 or extra[0] != 0:
-            return None
-        pixels = page.asarray()
-    return np.ascontiguousarray(pixels[..., 3] if pixels.shape[-1] == 4 else pixels[3])
+    samples = rgbi_samples(data)
+    return None if samples is None else np.ascontiguousarray(samples[:, :, 3])
 
 
 # --- naive baseline --------------------------------------------------------------------

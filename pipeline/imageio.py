@@ -125,17 +125,31 @@ def is_rgbi(image: Image.Image) -> bool:
 
 
 def _rgbi_samples(data: bytes) -> np.ndarray:
-    """HxWx4 uint8 stored samples of an RGBI TIFF, read with tifffile."""
+    """HxWx4 uint8 stored samples of an 8-bit RGBI TIFF."""
     try:
-        with tifffile.TiffFile(io.BytesIO(data)) as tiff:
-            page = tiff.pages[0]
-            samples = page.asarray()
-            if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
-                samples = np.moveaxis(samples, 0, -1)
+        samples = rgbi_samples(data)
     except Exception as error:
         raise ImageDecodeError(f"cannot decode image data: {error}") from None
-    if samples.dtype != np.uint8 or samples.ndim != 3 or samples.shape[2] != 4:
-        raise ImageDecodeError(f"unsupported RGBI layout {samples.dtype} {samples.shape}")
+    if samples is None or samples.dtype != np.uint8 or samples.ndim != 3:
+        layout = "none" if samples is None else f"{samples.dtype} {samples.shape}"
+        raise ImageDecodeError(f"unsupported RGBI layout {layout}")
+    return samples
+
+
+def rgbi_samples(data: bytes) -> np.ndarray | None:
+    """HxWx4 stored samples, any depth, of a TIFF whose 4th sample is declared
+    'unspecified' (film scanners write their infrared channel so), read with tifffile;
+    None for any other file."""
+    if data[:4] not in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return None
+    with tifffile.TiffFile(io.BytesIO(data)) as tiff:
+        page = tiff.pages[0]
+        extra = page.extrasamples or ()
+        if page.samplesperpixel != 4 or len(extra) != 1 or extra[0] != 0:
+            return None
+        samples = page.asarray()
+        if page.planarconfig == tifffile.PLANARCONFIG.SEPARATE:
+            samples = np.moveaxis(samples, 0, -1)
     return np.ascontiguousarray(samples)
 
 
