@@ -120,7 +120,10 @@ def _fill_and_write(group: list[Job], context: Context) -> None:
     if not group:
         return
     clock = time.perf_counter()
-    outcomes = context.method.call_many([(job.photo.pixels, job.mask) for job in group])
+    try:
+        outcomes = context.method.call_many([(job.photo.pixels, job.mask) for job in group])
+    except Exception as error:  # call_many reports per photo; this is a method's own bug
+        outcomes = [error] * len(group)
     share = (time.perf_counter() - clock) / len(group)
     for job, outcome in zip(group, outcomes, strict=True):
         job.finish(outcome, share)
