@@ -1,7 +1,7 @@
 """Find dust, scratches and hairs on scanned prints: a damage mask without drawing it by hand.
 
-Detectors, by name: `learned` (a small fully-convolutional net trained on synthetic damage
-over clean photos, weights in `pipeline/assets/`), `infrared`
+Detectors, by name: `learned` (a small U-Net trained on synthetic damage over clean
+photos, weights in `pipeline/assets/`), `infrared`
 (the scanner's IR channel: dust blocks infrared, dyes do not) and `tophat` (the naive
 morphological baseline, kept to measure against). `auto` picks `infrared` when the photo
 has an IR channel, else `learned`.
@@ -95,39 +95,55 @@ def gray_float(image: np.ndarray) -> np.ndarray:
 
 
 # --- learned ---------------------------------------------------------------------------
-# A small fully-convolutional net reads the photo (RGB, grey repeated) and scores each
-# pixel. Dilated 3x3 layers give it about 70 px of context at the cost of a few thousand
-# weights: a speck on a cheek stands alone, a star or a highlight sits among others like
-# it, a tower's edge runs on along a straight object boundary. Trained on synthetic damage
-# over clean photos by benchmarks/train_detector.py (weights in pipeline/assets/).
+# A small U-Net reads the photo (RGB, grey repeated) and scores each pixel. Its coarsest level
+# sees the photo at 1/8 scale, so each score weighs about 150 px of context: a speck on a
+# cheek stands alone, a star or a highlight sits among others like it, a tower's edge runs on
+# along a straight object boundary, a scratch crosses objects without regard for them.
+# Trained on synthetic damage over clean photos by benchmarks/train_detector.py (weights in
+# pipeline/assets/).
 
-WEIGHTS_FILE = "damage_cnn.npz"
-# Bands bound the detector's memory on large scans (about TILE*TILE pixels at a time); the
-# overlap exceeds the net's reach, so banded and whole-frame masks agree.
+WEIGHTS_FILE = "damage_unet.npz"
+# Bands bound the detector's memory on large scans (about TILE*TILE pixels at a time). The
+# overlap exceeds the net's reach and bands start on its 8-px pooling grid, so banded and
+# whole-frame masks agree.
 TILE = 1024
-TILE_OVERLAP = 48
+TILE_OVERLAP = 96
+GRID = 8
+# The views the net scores a photo in, as (quarter turns, mirrored); their scores are averaged.
+VIEWS = tuple((turns, flip) for turns in range(4) for flip in (False, True))
 
 
-def build_net(channels: int, dilations: tuple[int, ...]):
-    """The detector's architecture: 3x3 conv + batch norm (it makes a dozen-layer stack
-    train in minutes) + ReLU layers at the given dilations, then a
-    1x1 conv to one logit per pixel. Zero padding (cheaper than replicate; training crops
-    have the same borders, so the net learns to ignore them)."""
+def build_net(widths: tuple[int, ...]):
+    """The detector's architecture: a U-Net with one level per width (two 3x3 conv + batch
+    norm + ReLU each), max-pooling down, nearest upsampling and skip connections up."""
+    import torch
     from torch import nn
 
-    layers: list = []
-    inputs = 3
-    for dilation in dilations:
-        layers += [nn.Conv2d(inputs, channels, 3, padding=dilation, dilation=dilation),
-                   nn.BatchNorm2d(channels), nn.ReLU()]
-        inputs = channels
-    layers.append(nn.Conv2d(inputs, 1, 1))
-    return nn.Sequential(*layers)
+    def level(inputs: int, width: int):
+        return nn.Sequential(
+            nn.Conv2d(inputs, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU())
 
+    class UNet(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down = nn.ModuleList(level(3 if i == 0 else widths[i - 1], w)
+                                      for i, w in enumerate(widths))
+            self.up = nn.ModuleList(level(widths[i] + widths[i + 1], widths[i])
+                                    for i in range(len(widths) - 1))
+            self.head = nn.Conv2d(widths[0], 1, 1)
 
-def net_reach(dilations) -> int:
-    """How far (px) a pixel's score looks: the sum of the 3x3 layers' dilations."""
-    return int(sum(dilations))
+        def forward(self, x):
+            skips = []
+            for index, block in enumerate(self.down):
+                x = block(nn.functional.max_pool2d(x, 2) if index else x)
+                skips.append(x)
+            for index in reversed(range(len(self.up))):
+                x = nn.functional.interpolate(x, scale_factor=2, mode="nearest")
+                x = self.up[index](torch.cat([skips[index], x], 1))
+            return self.head(x)
+
+    return UNet()
 
 
 @lru_cache(maxsize=1)
@@ -140,16 +156,21 @@ def load_weights() -> dict[str, Any]:
     return weights
 
 
+def weights_id() -> str:
+    """The shipped net's identity (start of its file's sha256), recorded in params."""
+    return str(load_weights()["sha256"])[:16]
+
+
 @lru_cache(maxsize=4)
 def load_net(device: str = "cpu"):
     """The shipped net on `device`, in eval mode (one per device and process)."""
     import torch
 
     weights = load_weights()
-    dilations = tuple(int(d) for d in weights["dilations"])
-    net = build_net(int(weights["channels"]), dilations)
-    state = {name[len("net."):]: torch.from_numpy(value) for name, value in weights.items()
-             if name.startswith("net.")}
+    net = build_net(tuple(int(w) for w in weights["widths"]))
+    state = {name[len("net."):]: torch.from_numpy(value).float()
+             if value.dtype == np.float16 else torch.from_numpy(value)
+             for name, value in weights.items() if name.startswith("net.")}
     net.load_state_dict(state)
     return net.eval().to(device)
 
@@ -162,19 +183,36 @@ def net_input(pixels: np.ndarray) -> np.ndarray:
 
 def damage_probability(pixels: np.ndarray, device: str = "cpu") -> np.ndarray:
     """Per-pixel probability of damage (float32 HxW), in row bands to bound memory."""
-    import torch
-
-    net = load_net(device)
     height, width = pixels.shape[:2]
     out = np.zeros((height, width), np.float32)
-    band = max(1, TILE * TILE // max(width, 1))
-    with torch.inference_mode():
-        for top in range(0, height, band):
-            y0, y1 = max(0, top - TILE_OVERLAP), min(height, top + band + TILE_OVERLAP)
-            batch = torch.from_numpy(net_input(pixels[y0:y1]))[None].to(device)
-            probability = torch.sigmoid(net(batch))[0, 0].float().cpu().numpy()
-            out[top:top + band] = probability[top - y0:top - y0 + min(band, height - top)]
+    band = max(GRID, TILE * TILE // max(width, 1) // GRID * GRID)
+    for top in range(0, height, band):
+        y0, y1 = max(0, top - TILE_OVERLAP), min(height, top + band + TILE_OVERLAP)
+        probability = net_probability(load_net(device), pixels[y0:y1], device)
+        out[top:top + band] = probability[top - y0:top - y0 + min(band, height - top)]
     return out
+
+
+def net_probability(net, pixels: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """`net`'s sigmoid over a whole (band of a) photo, padded to its pooling grid, averaged
+    over the photo's eight flips and quarter turns: damage has no preferred direction, and
+    the average steadies the scores of a net this small (measured in
+    benchmarks/results/detect.md: it lifts held-out F1 by more than any training change)."""
+    import torch
+
+    height, width = pixels.shape[:2]
+    pad = ((0, -height % GRID), (0, -width % GRID)) + ((0, 0),) * (pixels.ndim - 2)
+    padded = np.pad(pixels, pad, mode="symmetric") if any(p[1] for p in pad) else pixels
+    total = None
+    with torch.inference_mode():
+        batch = torch.from_numpy(net_input(padded))[None].to(device)
+        for turns, flip in VIEWS:
+            view = torch.rot90(batch, turns, (2, 3))
+            view = view.flip(3) if flip else view
+            score = torch.sigmoid(net(view))
+            score = torch.rot90(score.flip(3) if flip else score, -turns, (2, 3))
+            total = score if total is None else total + score
+    return (total / len(VIEWS))[0, 0].float().cpu().numpy()[:height, :width]
 
 
 def shifted(threshold: float, sensitivity: float) -> float:

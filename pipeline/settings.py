@@ -93,6 +93,11 @@ class RunSettings(BaseModel):
     def output_params(self, method_params: dict[str, Any]) -> dict[str, Any]:
         """The settings that decide the output pixels and bytes, with resolved method params."""
         detection = {"detector": self.detector, "sensitivity": self.sensitivity}
+        if self.detector in ("auto", "learned"):
+            # A retrained net finds other damage: resume must redo what the old one detected.
+            from pipeline.detect import weights_id
+
+            detection["detector_weights"] = weights_id()
         if self.task == "detect":
             return {"task": "detect", **detection, "max_pixels": self.max_pixels}
         # Detection decides the masks of `--masks auto`, so its settings decide the output.

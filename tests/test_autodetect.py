@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.damage import add_damage, mask_scores, synthetic_infrared
+from pipeline.detect import weights_id
 from pipeline.runner import restore_items
 from pipeline.settings import RunSettings
 from tests.conftest import save, save_mask, small_photo
@@ -31,9 +32,8 @@ def scans(tmp_path):
     images = tmp_path / "scans"
     damage = add_damage(small_photo("chelsea", 384), seed=7)
     save(damage.image, images / "box1" / "cat.png")
-    # Stained tissue: cells and fibres, fine detail with no damage. (Not retina: at 384 px the
-    # detector takes 0.5% of its vessels for scratches; benchmarks/results/detect.md.)
-    save(small_photo("immunohistochemistry", 384), images / "clean.png")
+    # A retina's vessels: thin dark curves, fine detail with no damage that looks like hairs.
+    save(small_photo("retina", 384), images / "clean.png")
     film = add_damage(small_photo("rocket", 200), seed=8)
     buffer = io.BytesIO()
     tifffile.imwrite(buffer, np.dstack([film.image, synthetic_infrared(film, seed=8)]),
@@ -74,6 +74,7 @@ def test_masks_auto_records_the_detected_mask_beside_the_outputs(scans):
     params = json.loads(damaged["params"])
     assert params["mask_source"] == "auto" and params["detector"] == "auto"
     assert params["sensitivity"] == 0.5
+    assert params["detector_weights"] == weights_id()  # a retrained net redoes the photo
     restored = np.asarray(Image.open(damaged["output_uri"]))
     clean = small_photo("chelsea", 384)
     assert psnr(restored, clean) > psnr(scans["damage"].image, clean) + 1
@@ -82,7 +83,7 @@ def test_masks_auto_records_the_detected_mask_beside_the_outputs(scans):
 def test_an_undamaged_photo_through_masks_auto_comes_back_nearly_untouched(scans):
     row = by_path(restore_items(settings(scans, masks="auto")))["clean.png"]
     restored = np.asarray(Image.open(row["output_uri"]))
-    assert psnr(restored, small_photo("immunohistochemistry", 384)) > 45
+    assert psnr(restored, small_photo("retina", 384)) > 45
     assert row["damage_fraction"] <= 0.005
 
 

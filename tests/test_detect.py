@@ -29,17 +29,19 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float("inf") if error == 0 else 10 * np.log10(255**2 / error)
 
 
-# Dust is the weak kind of the shipped net: on this example it finds 5 of 16 specks (a quarter
-# of the speck pixels), all of its finds right (see benchmarks/results/detect.md).
-@pytest.mark.parametrize(("kind", "recall"), [("scratch", 0.8), ("hair", 0.8), ("dust", 0.2)])
-def test_each_kind_of_defect_is_found(kind, recall):
+# Dust is the hard kind: a speck 1-4 px across on fur looks like the fur's own glints. On this
+# example the shipped net finds two thirds of the speck pixels, and half of what it flags
+# there is fur (see benchmarks/results/detect.md for the full picture).
+@pytest.mark.parametrize(("kind", "recall", "precision"),
+                         [("scratch", 0.9, 0.9), ("hair", 0.9, 0.9), ("dust", 0.5, 0.4)])
+def test_each_kind_of_defect_is_found(kind, recall, precision):
     # chelsea: fur, whiskers and eyes, the kind of detail a naive filter takes for damage.
     photo = small_photo("chelsea", 384)
     damage = add_damage(photo, seed=11, kinds=(kind,), params=STRONG)
     found = detect(damage.image)
     assert found.detector == "learned"
     scores = mask_scores(found.mask, damage.mask)
-    assert scores["recall"] >= recall and scores["precision"] >= 0.5, scores
+    assert scores["recall"] >= recall and scores["precision"] >= precision, scores
 
 
 def test_fine_detail_without_damage_comes_back_nearly_untouched():
