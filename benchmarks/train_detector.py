@@ -46,8 +46,10 @@ from pipeline.detect import (
     build_net,
     float_image,
     hysteresis,
+    net_from_weights,
     net_input,
     net_probability,
+    tophat_response,
 )
 
 # Grey and colour photos with fine detail a detector must leave alone: text, coins,
@@ -124,10 +126,7 @@ def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
 def hard_detail(rgb: np.ndarray) -> np.ndarray:
     """Where the clean photo has specks and lines of its own: what a naive top-hat flags."""
     gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
-    response = np.maximum(cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, kernel),
-                          cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel))
-    return response > HARD_DETAIL
+    return tophat_response(gray) > HARD_DETAIL
 
 
 def star_field(rng: np.random.Generator, side: int = 512) -> np.ndarray:
@@ -212,10 +211,7 @@ def initialised(net: torch.nn.Module) -> torch.nn.Module:
 
 def loaded(path: str) -> torch.nn.Module:
     with np.load(path) as saved:
-        net = build_net(tuple(int(width) for width in saved["widths"]))
-        net.load_state_dict({name[len("net."):]: torch.from_numpy(saved[name])
-                             for name in saved.files if name.startswith("net.")})
-    return net
+        return net_from_weights(saved)
 
 
 def train_net(steps: int, seed: int, lr: float, init: str | None = None,
@@ -265,17 +261,17 @@ def probability(net: torch.nn.Module, pixels: np.ndarray) -> np.ndarray:
 def calibrate(net: torch.nn.Module, seeds=(0, 1, 2)) -> float:
     """The threshold with the best F1 on the held-out photos at the benchmark's damage,
     among those flagging at most MAX_CLEAN_FLAGGED of the undamaged photos."""
-    runs = []
+    cleans, runs = [], []
     for photo in holdout_photos():
-        clean = probability(net, float_image(photo))
+        cleans.append(probability(net, float_image(photo)))
         for seed in seeds:
             damage = add_damage(photo, seed=seed)
-            runs.append((clean, probability(net, float_image(damage.image)), damage.mask))
+            runs.append((probability(net, float_image(damage.image)), damage.mask))
     best, best_f1 = 0.99, -1.0
     for threshold in (0.5, 0.7, 0.8, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999):
-        flagged = np.mean([hysteresis(c, threshold / 2, threshold).mean() for c, _, _ in runs])
+        flagged = np.mean([hysteresis(c, threshold / 2, threshold).mean() for c in cleans])
         f1 = np.mean([mask_scores(hysteresis(p, threshold / 2, threshold), t)["f1"]
-                      for _, p, t in runs])
+                      for p, t in runs])
         print(f"threshold {threshold}: held-out F1 {f1:.3f}, clean flagged {flagged:.3%}",
               flush=True)
         if flagged <= MAX_CLEAN_FLAGGED and f1 > best_f1:

@@ -164,15 +164,17 @@ def weights_id() -> str:
 @lru_cache(maxsize=4)
 def load_net(device: str = "cpu"):
     """The shipped net on `device`, in eval mode (one per device and process)."""
+    return net_from_weights(load_weights()).eval().to(device)
+
+
+def net_from_weights(weights) -> Any:
+    """A net built and loaded from saved arrays (the shipped file's, or a training run's)."""
     import torch
 
-    weights = load_weights()
-    net = build_net(tuple(int(w) for w in weights["widths"]))
-    state = {name[len("net."):]: torch.from_numpy(value).float()
-             if value.dtype == np.float16 else torch.from_numpy(value)
-             for name, value in weights.items() if name.startswith("net.")}
-    net.load_state_dict(state)
-    return net.eval().to(device)
+    net = build_net(tuple(int(width) for width in weights["widths"]))
+    net.load_state_dict({name[len("net."):]: torch.from_numpy(weights[name])
+                         for name in weights if name.startswith("net.")})
+    return net
 
 
 def net_input(pixels: np.ndarray) -> np.ndarray:
@@ -186,9 +188,10 @@ def damage_probability(pixels: np.ndarray, device: str = "cpu") -> np.ndarray:
     height, width = pixels.shape[:2]
     out = np.zeros((height, width), np.float32)
     band = max(GRID, TILE * TILE // max(width, 1) // GRID * GRID)
+    net = load_net(device)
     for top in range(0, height, band):
         y0, y1 = max(0, top - TILE_OVERLAP), min(height, top + band + TILE_OVERLAP)
-        probability = net_probability(load_net(device), pixels[y0:y1], device)
+        probability = net_probability(net, pixels[y0:y1], device)
         out[top:top + band] = probability[top - y0:top - y0 + min(band, height - top)]
     return out
 
@@ -271,12 +274,17 @@ def read_infrared(data: bytes) -> np.ndarray | None:
 
 def tophat_mask(gray: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY) -> np.ndarray:
     """White and black top-hats with a robust threshold: the naive baseline the issue names."""
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
-    response = np.maximum(cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, kernel),
-                          cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel))
+    response = tophat_response(gray)
     median = np.median(response)
     spread = 1.4826 * np.median(np.abs(response - median))
     return response > median + (6 - 4 * sensitivity) * max(spread, 1e-3)
+
+
+def tophat_response(gray: np.ndarray) -> np.ndarray:
+    """How far each pixel stands out as a bright or dark speck or line under 7 px across."""
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+    return np.maximum(cv2.morphologyEx(gray, cv2.MORPH_TOPHAT, kernel),
+                      cv2.morphologyEx(gray, cv2.MORPH_BLACKHAT, kernel))
 
 
 # --- defects by kind -------------------------------------------------------------------

@@ -93,7 +93,8 @@ class RunSettings(BaseModel):
     def output_params(self, method_params: dict[str, Any]) -> dict[str, Any]:
         """The settings that decide the output pixels and bytes, with resolved method params."""
         detection = {"detector": self.detector, "sensitivity": self.sensitivity}
-        if self.detector in ("auto", "learned"):
+        detecting = self.task == "detect" or self.masks == "auto"
+        if detecting and self.detector in ("auto", "learned"):
             # A retrained net finds other damage: resume must redo what the old one detected.
             from pipeline.detect import weights_id
 
