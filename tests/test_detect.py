@@ -53,6 +53,17 @@ def test_fine_detail_without_damage_comes_back_nearly_untouched():
     assert psnr(restored, photo) > 45
 
 
+@pytest.mark.parametrize("tone", [20, 235])
+def test_a_wire_across_the_photo_is_left_alone_and_a_scratch_beside_it_found(tone):
+    # The net alone flags all of a dark or bright ruler-straight line: a mast, a wire.
+    photo = small_photo("chelsea", 384).copy()
+    cv2.line(photo, (30, 10), (330, 250), (tone,) * 3, 2, cv2.LINE_AA)
+    wire = cv2.line(np.zeros(photo.shape[:2], np.uint8), (30, 10), (330, 250), 1, 4) > 0
+    assert not detect(photo).mask[wire].any()
+    damage = add_damage(photo, seed=11, kinds=("scratch",))
+    assert mask_scores(detect(damage.image).mask, damage.mask)["recall"] >= 0.9
+
+
 def test_the_naive_baseline_flags_far_more_of_a_clean_photo():
     photo = small_photo("chelsea", 384)
     assert detect(photo, "tophat").damage_fraction > 5 * max(detect(photo).damage_fraction,
