@@ -246,8 +246,9 @@ def hysteresis(score: np.ndarray, low: float, high: float) -> np.ndarray:
 
 # A ruler-straight line this long is a wire, a mast, a horizon or a building's edge far more
 # often than a scratch: scratches on prints wander. Of the synthetic scratches (drawn to look
-# like a print's), 0.24% of 128-px stretches keep within 1.5 px of a straight line, none of
-# 200 px; the net, which sees about 150 px around a pixel, cannot judge this itself.
+# like a print's), 0.2% of 128-px stretches keep within 1.5 px of a straight line, none of
+# 200 px (5000 draws each); the net, which sees about 150 px around a pixel, cannot judge
+# this itself.
 PICTURE_LINE_LENGTH = 128
 PICTURE_LINE_DEVIATION = 1.5
 
@@ -265,13 +266,14 @@ def without_picture_lines(mask: np.ndarray) -> np.ndarray:
 
 def is_straight_line(component: np.ndarray) -> bool:
     """A skeleton of PICTURE_LINE_LENGTH px or more, 95% of it within
-    PICTURE_LINE_DEVIATION px of its best-fitting line."""
+    PICTURE_LINE_DEVIATION px of its best-fitting line (a robust fit: a speck or a brace
+    joined to a mast does not bend it)."""
     from skimage.morphology import skeletonize
 
     points = np.argwhere(skeletonize(component)).astype(np.float32)
     if len(points) < PICTURE_LINE_LENGTH:
         return False
-    direction_y, direction_x, centre_y, centre_x = cv2.fitLine(points, cv2.DIST_L2, 0, 0.01,
+    direction_y, direction_x, centre_y, centre_x = cv2.fitLine(points, cv2.DIST_HUBER, 0, 0.01,
                                                                0.01).ravel()
     offsets = points - [centre_y, centre_x]
     deviation = np.abs(offsets[:, 0] * direction_x - offsets[:, 1] * direction_y)
