@@ -36,7 +36,8 @@ def find_damage(photo: imageio.Photo, image_bytes: bytes, settings: RunSettings,
     if infrared is not None and infrared.shape[:2] != photo.pixels.shape[:2]:
         # The photo was shown upright from EXIF orientation; RGBI scans carry none.
         raise imageio.ImageDecodeError("IR channel and photo differ in size or orientation")
-    return detect(photo.pixels, settings.detector, settings.sensitivity, infrared, device)
+    return detect(photo.pixels, settings.detector, settings.sensitivity, infrared, device,
+                  settings.detect_scale)
 
 
 def detection_facts(detection: Detection) -> dict[str, Any]:

@@ -38,6 +38,10 @@ class RunSettings(BaseModel):
     detector: Literal["auto", "learned", "infrared", "tophat"] = Field(
         default="auto", description="Damage detector (pipeline.detect.DETECTORS).")
     sensitivity: float = Field(default=0.5, ge=0, le=1, description="Detector sensitivity.")
+    detect_scale: float = Field(
+        default=1.0, gt=0, le=1,
+        description="Detect on the photo shrunk by this factor (0.5 for scans at twice "
+                    "300-600 dpi, where dust and scratches are twice as large).")
     manifest: str | None = Field(default=None, description="Manifest folder (OUT/_manifest).")
     method: str = DEFAULT_METHOD
     method_params: dict[str, Any] = Field(default_factory=dict)
@@ -92,7 +96,8 @@ class RunSettings(BaseModel):
 
     def output_params(self, method_params: dict[str, Any]) -> dict[str, Any]:
         """The settings that decide the output pixels and bytes, with resolved method params."""
-        detection = {"detector": self.detector, "sensitivity": self.sensitivity}
+        detection = {"detector": self.detector, "sensitivity": self.sensitivity,
+                     "detect_scale": self.detect_scale}
         detecting = self.task == "detect" or self.masks == "auto"
         if detecting and self.detector in ("auto", "learned"):
             # A retrained net finds other damage: resume must redo what the old one detected.

@@ -73,7 +73,7 @@ def test_masks_auto_records_the_detected_mask_beside_the_outputs(scans):
     assert damaged["damage_fraction"] == pytest.approx(found.mean())
     params = json.loads(damaged["params"])
     assert params["mask_source"] == "auto" and params["detector"] == "auto"
-    assert params["sensitivity"] == 0.5
+    assert params["sensitivity"] == 0.5 and params["detect_scale"] == 1.0
     assert params["detector_weights"] == weights_id()  # a retrained net redoes the photo
     restored = np.asarray(Image.open(damaged["output_uri"]))
     clean = small_photo("chelsea", 384)

@@ -64,6 +64,25 @@ def test_a_wire_across_the_photo_is_left_alone_and_a_scratch_beside_it_found(ton
     assert mask_scores(detect(damage.image).mask, damage.mask)["recall"] >= 0.9
 
 
+def test_a_scan_at_twice_the_dpi_is_detected_at_half_scale():
+    # Twice the dpi: the photo and its damage twice as large (specks 2-8 px, scratches 2-6 px
+    # wide), beyond what the net was trained on; shrunk by half they look as it knows them.
+    photo = cv2.resize(small_photo("chelsea", 384), None, fx=2, fy=2,
+                       interpolation=cv2.INTER_CUBIC)
+    params = DamageParams(dust_size=(2.0, 8.0), scratch_width=(2.0, 6.0), hair_width=(2.0, 4.0),
+                          blur_sigma=(0.7, 1.6))
+    damage = add_damage(photo, seed=11, params=params)
+    at_full = mask_scores(detect(damage.image).mask, damage.mask)
+    found = detect(damage.image, scale=0.5)
+    assert found.mask.shape == photo.shape[:2]
+    at_half = mask_scores(found.mask, damage.mask)
+    assert at_half["recall"] >= 0.7 and at_half["precision"] >= 0.8, at_half
+    assert at_half["recall"] > at_full["recall"] + 0.2, (at_full, at_half)
+    assert not detect(photo, scale=0.5).mask.any()
+    with pytest.raises(ValueError, match="scale"):
+        detect(photo, scale=0)
+
+
 def test_the_naive_baseline_flags_far_more_of_a_clean_photo():
     photo = small_photo("chelsea", 384)
     assert detect(photo, "tophat").damage_fraction > 5 * max(detect(photo).damage_fraction,
