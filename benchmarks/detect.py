@@ -57,17 +57,29 @@ def fill(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return fill_method()(image, mask).pixels if mask.any() and not mask.all() else image
 
 
-def measure(detector: str, name: str, seed: int, sensitivity: float) -> dict[str, float]:
+def enlarged(pixels: np.ndarray | None, factor: int, nearest: bool = False):
+    """The print scanned at `factor` times the dpi: everything, damage included, larger."""
+    if pixels is None or factor == 1:
+        return pixels
+    interpolation = cv2.INTER_NEAREST if nearest else cv2.INTER_CUBIC
+    return cv2.resize(pixels, None, fx=factor, fy=factor, interpolation=interpolation)
+
+
+def measure(detector: str, name: str, seed: int, sensitivity: float, enlarge: int = 1,
+            scale: float = 1.0) -> dict[str, float]:
     clean = photo(name)
     damage = add_damage(clean, seed=seed)
     # The infrared detector reads a synthetic IR channel, as a film scanner would record it.
     infrared = synthetic_infrared(damage, seed) if detector == "infrared" else None
     clean_infrared = (synthetic_infrared(add_damage(clean, seed=seed, kinds=()), seed)
                       if detector == "infrared" else None)
+    damage.image, infrared, clean_infrared, clean = (
+        enlarged(a, enlarge) for a in (damage.image, infrared, clean_infrared, clean))
+    damage.mask = enlarged(damage.mask.astype(np.uint8), enlarge, nearest=True) > 0
     started = time.perf_counter()
-    found = detect(damage.image, detector, sensitivity, infrared)
+    found = detect(damage.image, detector, sensitivity, infrared, scale=scale)
     seconds = time.perf_counter() - started
-    untouched = detect(clean, detector, sensitivity, clean_infrared)
+    untouched = detect(clean, detector, sensitivity, clean_infrared, scale=scale)
     clean_fill = fill(clean, untouched.mask)
     return mask_scores(found.mask, damage.mask) | {
         "clean_flagged": untouched.damage_fraction,
@@ -106,11 +118,22 @@ def table(rows: dict[tuple[str, str], dict[str, float]], detector: str) -> list[
     return lines + [""]
 
 
+def scan_note(enlarge: int, scale: float) -> str:
+    if enlarge == 1 and scale == 1:
+        return ""
+    return (f"; the damaged print scanned at {enlarge}x the dpi (photo and damage enlarged "
+            f"{enlarge}x, bicubic, after damaging: long side {LONG_SIDE * enlarge} px), "
+            f"detected with `--detect-scale {scale}`")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--detectors", nargs="+", default=["learned", "tophat", "infrared"])
     parser.add_argument("--photos", nargs="+", default=list(EVAL_PHOTOS))
     parser.add_argument("--sensitivity", type=float, default=0.5)
+    parser.add_argument("--enlarge", type=int, default=1, help="Scan the damaged print at this "
+                        "many times the dpi (photo and damage enlarged alike).")
+    parser.add_argument("--detect-scale", type=float, default=1.0)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "detect.md"))
     args = parser.parse_args()
     cv2.setNumThreads(1)
@@ -118,7 +141,8 @@ def main() -> None:
     rows = {}
     for detector in args.detectors:
         for name in args.photos:
-            per_seed = [measure(detector, name, seed, args.sensitivity) for seed in SEEDS]
+            per_seed = [measure(detector, name, seed, args.sensitivity, args.enlarge,
+                                args.detect_scale) for seed in SEEDS]
             rows[(detector, name)] = {k: float(np.mean([r[k] for r in per_seed]))
                                       for k in per_seed[0]}
             print(detector, name, {k: round(v, 4) for k, v in rows[(detector, name)].items()},
@@ -128,7 +152,8 @@ def main() -> None:
              f"(`pipeline.damage.add_damage`, default `DamageParams`, seeds {SEEDS}); fill: "
              f"`{FILL}`, the tool's default method, as `inpaint run --masks auto` fills with "
              "default settings (it keeps scikit-image's biharmonic fill for thin holes); "
-             f"sensitivity {args.sensitivity}. Pixel scores with a 2-px tolerance. "
+             f"sensitivity {args.sensitivity}{scan_note(args.enlarge, args.detect_scale)}. "
+             "Pixel scores with a 2-px tolerance. "
              "clean_flagged: share of the undamaged photo's pixels the detector flags. "
              "psnr_* in dB against the clean photo: the damaged photo, detect-then-fill, fill "
              "with the true mask, and the undamaged photo through detect-then-fill "

@@ -273,12 +273,14 @@ def hysteresis(score: np.ndarray, low: float, high: float) -> np.ndarray:
 
 
 # A ruler-straight line this long is a wire, a mast, a horizon or a building's edge far more
-# often than a scratch: scratches on prints wander. Of the synthetic scratches (drawn to look
-# like a print's), 0.2% of 128-px stretches keep within 1.5 px of a straight line, none of
-# 200 px (5000 draws each); the net, which sees about 150 px around a pixel, cannot judge
-# this itself.
+# often than a scratch: scratches on prints wander. A flagged part is taken for the picture
+# when PICTURE_LINE_LENGTH px of its skeleton or more lie within PICTURE_LINE_DEVIATION px of
+# one line and make up PICTURE_LINE_SHARE of it (a mast keeps its braces and joined specks).
+# Of 5000 synthetic scratches (drawn to look like a print's, 77-307 px long) one passes; the
+# net, which sees about 150 px around a pixel, cannot judge this itself.
 PICTURE_LINE_LENGTH = 128
 PICTURE_LINE_DEVIATION = 1.5
+PICTURE_LINE_SHARE = 0.8
 
 
 def without_picture_lines(mask: np.ndarray) -> np.ndarray:
@@ -293,9 +295,8 @@ def without_picture_lines(mask: np.ndarray) -> np.ndarray:
 
 
 def is_straight_line(component: np.ndarray) -> bool:
-    """A skeleton of PICTURE_LINE_LENGTH px or more, 95% of it within
-    PICTURE_LINE_DEVIATION px of its best-fitting line (a robust fit: a speck or a brace
-    joined to a mast does not bend it)."""
+    """Whether the component's skeleton is mostly one long straight line, by a robust (Huber)
+    fit that braces and specks joined to it do not bend."""
     from skimage.morphology import skeletonize
 
     points = np.argwhere(skeletonize(component)).astype(np.float32)
@@ -305,7 +306,8 @@ def is_straight_line(component: np.ndarray) -> bool:
                                                                0.01).ravel()
     offsets = points - [centre_y, centre_x]
     deviation = np.abs(offsets[:, 0] * direction_x - offsets[:, 1] * direction_y)
-    return bool(np.percentile(deviation, 95) <= PICTURE_LINE_DEVIATION)
+    on_line = deviation <= PICTURE_LINE_DEVIATION
+    return bool(on_line.sum() >= PICTURE_LINE_LENGTH and on_line.mean() >= PICTURE_LINE_SHARE)
 
 
 # --- infrared --------------------------------------------------------------------------
