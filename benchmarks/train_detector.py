@@ -44,7 +44,7 @@ from matplotlib import cbook
 from PIL import Image
 from skimage import data
 
-from pipeline.damage import DamageParams, add_damage, mask_scores
+from pipeline.damage import SUPERSAMPLE, DamageParams, add_damage, mask_scores, outline_coverage
 from pipeline.detect import (
     WEIGHTS_FILE,
     build_net,
@@ -196,12 +196,11 @@ def _rimmed_object(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _draw_rim(pixels: np.ndarray, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A polyline 1-2 px wide (4x supersampled, then the lens's blur) in a picture tone."""
     height, width = pixels.shape[:2]
-    thickness = max(1, int(round(rng.uniform(1.0, 2.0) * 4)))
-    canvas = np.zeros((height * 4, width * 4), np.uint8)
-    cv2.polylines(canvas, [np.round(points * 4).astype(np.int32).reshape(-1, 1, 2)], False,
-                  255, thickness, lineType=cv2.LINE_8)
-    coverage = cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA) / 255.0
-    alpha = cv2.GaussianBlur(coverage.astype(np.float32), (0, 0), rng.uniform(0.4, 0.9))
+    thickness = max(1, int(round(rng.uniform(1.0, 2.0) * SUPERSAMPLE)))
+    coverage = np.zeros((height, width), np.float32)
+    shape, box = outline_coverage(points * SUPERSAMPLE, thickness, height, width)
+    coverage[box] = shape
+    alpha = cv2.GaussianBlur(coverage, (0, 0), rng.uniform(0.4, 0.9))
     tone = _picture_tone(pixels, rng)
     return pixels * (1 - alpha[:, :, None]) + tone * alpha[:, :, None]
 

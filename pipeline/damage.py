@@ -139,6 +139,15 @@ def _draw(kind: str, rng, params: DamageParams, height: int,
         length = rng.uniform(*getattr(params, f"{prefix}_length")) * max(height, width)
         thickness = max(1, int(round(rng.uniform(*getattr(params, f"{prefix}_width")) * s)))
         outline = _curve(rng, height, width, length, getattr(params, f"{prefix}_bend")) * s
+    return outline_coverage(outline, thickness, height, width)
+
+
+def outline_coverage(outline: np.ndarray, thickness: int, height: int,
+                     width: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """Sub-pixel coverage (float32 in [0, 1]) of a polyline `thickness` supersampled px wide,
+    or of a filled polygon with `thickness` 0, given in SUPERSAMPLE-times pixel coordinates;
+    drawn only over the box it occupies within a height x width photo."""
+    s = SUPERSAMPLE
     reach = thickness // 2 + 2
     top = int(np.clip(np.floor((outline[:, 1].min() - reach) / s), 0, height))
     left = int(np.clip(np.floor((outline[:, 0].min() - reach) / s), 0, width))
@@ -149,7 +158,7 @@ def _draw(kind: str, rng, params: DamageParams, height: int,
         return np.zeros((bottom - top, right - left), np.float32), box
     canvas = np.zeros(((bottom - top) * s, (right - left) * s), np.uint8)
     points = np.round(outline - [left * s, top * s]).astype(np.int32)
-    if kind == "dust":
+    if thickness == 0:
         cv2.fillPoly(canvas, [points], 255)
     else:
         cv2.polylines(canvas, [points.reshape(-1, 1, 2)], False, 255, thickness,
