@@ -133,7 +133,8 @@ def main() -> None:
     parser.add_argument("--sensitivity", type=float, default=0.5)
     parser.add_argument("--enlarge", type=int, default=1, help="Scan the damaged print at this "
                         "many times the dpi (photo and damage enlarged alike).")
-    parser.add_argument("--detect-scale", type=float, default=1.0)
+    parser.add_argument("--detect-scale", type=float, default=1.0,
+                        help="Detect on the photo shrunk by this factor (`--detect-scale`).")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "detect.md"))
     args = parser.parse_args()
     cv2.setNumThreads(1)

@@ -2,19 +2,18 @@
 Python packages (scikit-image, matplotlib, and `pip install .[train]`: scikit-learn,
 PyWavelets, mahotas), plus synthetic star fields.
 
-Data recipe: each TRAIN_PHOTOS photo (and `--star-fields` fresh synthetic skies), rescaled
-at random (scans come at many dpi), in half the cases JPEG-compressed (the photo's own
-artefacts are not damage), in half the cases given rimmed objects (`rimmed_objects`: thin
-highlights and shadows along an object's edge, which are picture), then damaged with
+Data recipe: each TRAIN_PHOTOS photo (and `--star-fields` fresh synthetic skies), rescaled at
+random (scans come at many dpi), in half the cases JPEG-compressed (the photo's own artefacts
+are not damage), in half the cases given rimmed objects (`rimmed_objects`: thin highlights and
+shadows along an object's edge, which are picture), then damaged with
 `pipeline.damage.add_damage` at TRAIN_DAMAGE (denser than a real print, same shapes and tones
-as the benchmark's); fresh damage every
-POOL_STEPS steps. Batches are random CROP px crops, flipped and turned, with brightness /
-contrast jitter and a little grain. The photos' own fine detail (text, hair, stars, highlights
-on chrome, medals, coins, grass, gravel, craters, roads seen from the air, railings, a drawn
-crowd, nuclei) is every undamaged pixel of a crop: the hard negatives. The loss is per-pixel
-binary cross-entropy, damage weighted POSITIVE_WEIGHT (it is rare), clean pixels the naive
-top-hat would flag weighted HARD_WEIGHT (precision where it is hard), and a 1-px ring around
-each true defect ignored (the scanner's blur makes it neither).
+as the benchmark's); fresh damage every POOL_STEPS steps. Batches are random CROP px crops,
+flipped and turned, with brightness / contrast jitter and a little grain. The photos' own fine
+detail (text, hair, stars, highlights on chrome, medals, coins, grass, gravel, craters, roads
+seen from the air, railings, a drawn crowd, nuclei) is every undamaged pixel of a crop: the
+hard negatives. The loss is per-pixel binary cross-entropy, damage weighted POSITIVE_WEIGHT (it
+is rare), clean pixels the naive top-hat would flag weighted HARD_WEIGHT (precision where it is
+hard), and a 1-px ring around each true defect ignored (the scanner's blur makes it neither).
 
 The threshold is then picked on HOLDOUT_PHOTOS (photos the net never saw, damaged at the
 benchmark's default `DamageParams`), with the shipped detector's scoring (averaged over flips

@@ -289,6 +289,8 @@ def without_picture_lines(mask: np.ndarray) -> np.ndarray:
     straight = np.zeros(count, bool)
     for index in range(1, count):
         x, y, w, h = stats[index, :4]
+        # Skip the skeleton where it cannot pass: a thin line of PICTURE_LINE_LENGTH px spans
+        # nearly that much along its box's long side (0.7 leaves room for side pixels).
         if max(w, h) >= PICTURE_LINE_LENGTH * 0.7:
             straight[index] = is_straight_line(labels[y:y + h, x:x + w] == index)
     return mask & ~straight[labels] if straight.any() else mask
