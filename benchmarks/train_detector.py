@@ -50,7 +50,14 @@ from matplotlib import cbook
 from PIL import Image
 from skimage import data
 
-from pipeline.damage import SUPERSAMPLE, DamageParams, add_damage, mask_scores, outline_coverage
+from pipeline.damage import (
+    SUPERSAMPLE,
+    Damage,
+    DamageParams,
+    add_damage,
+    mask_scores,
+    outline_coverage,
+)
 from pipeline.detect import (
     WEIGHTS_FILE,
     build_net,
@@ -244,7 +251,7 @@ def damaged_pool(photos: list[np.ndarray], rng: np.random.Generator,
     return pool
 
 
-def unlabelled(damage, faint_ignored: bool) -> np.ndarray:
+def unlabelled(damage: Damage, faint_ignored: bool) -> np.ndarray:
     """Pixels that are neither damage nor clean: the 1-px ring the scanner's blur smears around
     a defect and, with `faint_ignored`, a defect drawn too faint to count as damage (a dark one
     on a dark sky changes its pixels by less than MIN_CHANGE)."""
