@@ -35,6 +35,13 @@ taught as clean: two thirds of the drawn pixels on a synthetic star field) with 
 and the one through chelsea's fur are found (F1 0 -> 0.43, 0.55 -> 0.76), but two braced tower
 legs and a lamp's glare spikes on rocket are flagged (1.24% of the clean photo), and the
 held-out F1 is 0.738 (adoption asked for more than round 3's 0.740), so round 3 stays.
+The same with `--lines 0.3` (braced lattices and glints drawn in as picture), 8000 steps, 2325
+s, meets the benchmark's targets at threshold 0.95 (F1 0.705, rocket's towers left alone,
+chelsea's scratch found; coffee flagged 0.33%, 45.1 dB untouched, +6.2 dB), but a dust speck
+on chelsea's eye rim then grows (hysteresis) into the whole rim, which the net scores ~0.8,
+and a bright wire across chelsea is partly flagged: tests/test_detect.py fails on both, so it
+is not shipped either. Its threshold is also a coin toss: 0.9 (F1 0.77, coffee flagged 0.58%)
+and 0.95 score alike on the held-out photos plus three synthetic skies; 0.98 gives F1 0.64.
 """
 
 from __future__ import annotations
@@ -218,6 +225,61 @@ def _draw_rim(pixels: np.ndarray, points: np.ndarray, rng: np.random.Generator) 
     return pixels * (1 - alpha[:, :, None]) + tone * alpha[:, :, None]
 
 
+def picture_lines(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The photo with one to four thin straight structures drawn in before any damage, each a
+    braced lattice (a tower's legs and their zig-zag braces) or a glint's spikes (a lamp or a
+    star through the lens). They are picture, and without them the net took a launch tower's
+    braces and a lamp's spikes for scratches. (Whole-frame wires were tried too: the net then
+    also let long scratches go, and detect-then-fill fell to +5.2 dB.)"""
+    pixels = rgb.astype(np.float32) / 255
+    for _ in range(int(rng.integers(1, 5))):
+        pixels = (_lattice if rng.random() < 0.5 else _glint)(pixels, rng)
+    return np.clip(np.rint(pixels * 255), 0, 255).astype(np.uint8)
+
+
+def _lattice(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Two parallel legs and the zig-zag braces between them, all straight, in one tone."""
+    height, width = pixels.shape[:2]
+    length = rng.uniform(0.2, 0.6) * max(height, width)
+    gap = rng.uniform(8, 40)
+    start = np.array([rng.uniform(0, width), rng.uniform(0, height)])
+    heading = rng.uniform(0, np.pi)
+    direction = np.array([np.cos(heading), np.sin(heading)])
+    normal = np.array([-direction[1], direction[0]]) * gap
+    bays = max(2, int(length / (gap * rng.uniform(0.8, 2.0))))
+    steps = np.linspace(0, length, bays + 1)
+    zigzag = np.array([start + step * direction + (i % 2) * normal
+                       for i, step in enumerate(steps)])
+    legs = [np.array([start, start + length * direction]) + offset for offset in (0, normal)]
+    tone_seed = int(rng.integers(2**31))
+    for line in (*legs, zigzag):
+        pixels = _draw_rim(pixels, line, np.random.default_rng(tone_seed))
+    return pixels
+
+
+def _glint(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A bright point with four to eight thin spikes that fade outwards."""
+    height, width = pixels.shape[:2]
+    centre = np.array([rng.uniform(0, width), rng.uniform(0, height)])
+    reach = rng.uniform(6, 40)
+    start = rng.uniform(0, np.pi)
+    spikes = int(rng.integers(2, 5))
+    glow = np.zeros((height, width), np.float32)
+    for angle in start + np.arange(spikes) * np.pi / spikes:
+        tip = np.array([np.cos(angle), np.sin(angle)]) * reach * rng.uniform(0.6, 1.0)
+        for part in np.linspace(0, 1, 8, endpoint=False):
+            # Each eighth of the spike a little fainter: a diffraction spike fades out.
+            ends = (centre + tip * part, centre + tip * (part + 1 / 8))
+            for sign in (1, -1):
+                a, b = (tuple(int(v) for v in centre + sign * (end - centre)) for end in ends)
+                cv2.line(glow, a, b, float(1 - part), 1, cv2.LINE_AA)
+    cv2.circle(glow, tuple(int(v) for v in centre), int(rng.integers(1, 4)), 1.0, -1,
+               cv2.LINE_AA)
+    alpha = cv2.GaussianBlur(glow, (0, 0), rng.uniform(0.4, 0.9))[:, :, None]
+    tone = np.float32(rng.uniform(0.85, 1.0, 3))
+    return pixels * (1 - alpha) + tone * alpha
+
+
 def _picture_tone(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A shadow's near-black, a highlight's near-white (both slightly tinted), or a colour
     taken from the photo itself."""
@@ -230,9 +292,11 @@ def _picture_tone(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def damaged_pool(photos: list[np.ndarray], rng: np.random.Generator,
-                 star_fields: int, rims: float = 0.0, faint_ignored: bool = False) -> list[tuple]:
+                 star_fields: int, rims: float = 0.0, faint_ignored: bool = False,
+                 lines: float = 0.0) -> list[tuple]:
     """(damaged float RGB, target, weight) for VARIANTS fresh copies of every photo and of
-    `star_fields` new synthetic skies, a share `rims` of them with rimmed objects."""
+    `star_fields` new synthetic skies, a share `rims` of them with rimmed objects and a share
+    `lines` with picture lines."""
     pool = []
     for rgb in [*photos, *(star_field(rng) for _ in range(star_fields))]:
         for _ in range(VARIANTS):
@@ -240,6 +304,9 @@ def damaged_pool(photos: list[np.ndarray], rng: np.random.Generator,
             # No draw without rims: rounds 1 and 2 of the shipped net took none.
             if rims and rng.random() < rims:
                 scan = rimmed_objects(scan, rng)
+            # No draw without lines either: rounds 1-3 took none.
+            if lines and rng.random() < lines:
+                scan = picture_lines(scan, rng)
             if rng.random() < 0.5:
                 scan = jpeg(scan, int(rng.integers(60, 96)))
             damage = add_damage(scan, seed=int(rng.integers(2**31)), params=TRAIN_DAMAGE)
@@ -301,7 +368,8 @@ def loaded(path: str) -> torch.nn.Module:
 
 def train_net(steps: int, seed: int, lr: float, init: str | None = None,
               checkpoint: str | None = None, star_fields: int = 2,
-              rims: float = 0.5, faint_ignored: bool = False) -> torch.nn.Module:
+              rims: float = 0.5, faint_ignored: bool = False,
+              lines: float = 0.0) -> torch.nn.Module:
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     photos = [load_photo(name) for name in TRAIN_PHOTOS]
@@ -313,7 +381,7 @@ def train_net(steps: int, seed: int, lr: float, init: str | None = None,
     started, running = time.time(), []
     for step in range(steps):
         if step % POOL_STEPS == 0:
-            pool = damaged_pool(photos, rng, star_fields, rims, faint_ignored)
+            pool = damaged_pool(photos, rng, star_fields, rims, faint_ignored, lines)
         inputs, targets, weights = crop_batch(pool, rng)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(
             net(inputs), targets, weights, reduction="sum") / weights.sum()
@@ -387,6 +455,9 @@ def main() -> None:
     parser.add_argument("--faint-ignored", action="store_true",
                         help="Leave damage drawn too faint to count out of the loss "
                         "(not used by the shipped net).")
+    parser.add_argument("--lines", type=float, default=0.0,
+                        help="Share of damaged photos given picture lines (braced lattices, "
+                        "glints) before their damage (not used by the shipped net).")
     parser.add_argument("--checkpoint", help="Save the net here every CHECKPOINT_STEPS steps.")
     parser.add_argument("--out", default=str(Path(__file__).parents[1] / "pipeline" / "assets"
                                              / WEIGHTS_FILE))
@@ -396,7 +467,7 @@ def main() -> None:
     started = time.time()
     if args.steps:
         net = train_net(args.steps, args.seed, args.lr, args.init, args.checkpoint,
-                        args.star_fields, args.rims, args.faint_ignored)
+                        args.star_fields, args.rims, args.faint_ignored, args.lines)
     else:
         net = loaded(args.init)
     threshold = calibrate(net)
