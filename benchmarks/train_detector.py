@@ -105,6 +105,8 @@ SCALES = (0.4, 1.15)
 POSITIVE_WEIGHT = 8.0
 HARD_DETAIL = 0.08
 HARD_WEIGHT = 3.0
+# With --faint-ignored: what a clean pixel under a too-faint defect weighs (0: out of the loss).
+FAINT_WEIGHT = 0.0
 MAX_CLEAN_FLAGGED = 0.002
 HOLDOUT_SIDE = 512
 CHECKPOINT_STEPS = 500
@@ -311,8 +313,10 @@ def damaged_pool(photos: list[np.ndarray], rng: np.random.Generator,
                 scan = jpeg(scan, int(rng.integers(60, 96)))
             damage = add_damage(scan, seed=int(rng.integers(2**31)), params=TRAIN_DAMAGE)
             negative = np.where(hard_detail(scan), HARD_WEIGHT, 1.0)
-            ignored = unlabelled(damage, faint_ignored)
-            weight = np.where(damage.mask, POSITIVE_WEIGHT, np.where(ignored, 0.0, negative))
+            ring = unlabelled(damage, False)
+            faint = unlabelled(damage, True) & ~ring if faint_ignored else np.zeros_like(ring)
+            clean = np.where(faint, FAINT_WEIGHT * negative, negative)
+            weight = np.where(damage.mask, POSITIVE_WEIGHT, np.where(ring, 0.0, clean))
             pool.append((float_image(damage.image), damage.mask.astype(np.float32),
                          weight.astype(np.float32)))
     return pool
