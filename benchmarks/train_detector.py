@@ -256,6 +256,7 @@ def _lattice(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     zigzag = np.array([start + step * direction + (i % 2) * normal
                        for i, step in enumerate(steps)])
     legs = [np.array([start, start + length * direction]) + offset for offset in (0, normal)]
+    # Each line replays the same draws: one tone, width and blur for the whole lattice.
     tone_seed = int(rng.integers(2**31))
     for line in (*legs, zigzag):
         pixels = _draw_rim(pixels, line, np.random.default_rng(tone_seed))
@@ -316,8 +317,8 @@ def damaged_pool(photos: list[np.ndarray], rng: np.random.Generator,
                 scan = jpeg(scan, int(rng.integers(60, 96)))
             damage = add_damage(scan, seed=int(rng.integers(2**31)), params=TRAIN_DAMAGE)
             negative = np.where(hard_detail(scan), HARD_WEIGHT, 1.0)
-            ring = unlabelled(damage, False)
-            faint = unlabelled(damage, True) & ~ring if faint_ignored else np.zeros_like(ring)
+            ring = blur_ring(damage.mask)
+            faint = too_faint(damage, ring) if faint_ignored else np.zeros_like(ring)
             clean = np.where(faint, FAINT_WEIGHT * negative, negative)
             weight = np.where(damage.mask, POSITIVE_WEIGHT, np.where(ring, 0.0, clean))
             pool.append((float_image(damage.image), damage.mask.astype(np.float32),
@@ -325,12 +326,16 @@ def damaged_pool(photos: list[np.ndarray], rng: np.random.Generator,
     return pool
 
 
-def unlabelled(damage: Damage, faint_ignored: bool) -> np.ndarray:
-    """Pixels that are neither damage nor clean: the 1-px ring the scanner's blur smears around
-    a defect and, with `faint_ignored`, a defect drawn too faint to count as damage (a dark one
-    on a dark sky changes its pixels by less than MIN_CHANGE)."""
-    drawn = damage.mask | (damage.coverage > 0) if faint_ignored else damage.mask
-    return cv2.dilate(drawn.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+def blur_ring(mask: np.ndarray) -> np.ndarray:
+    """`mask` and the 1-px ring the scanner's blur smears around it: neither damage nor clean,
+    so out of the loss."""
+    return cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0
+
+
+def too_faint(damage: Damage, ring: np.ndarray) -> np.ndarray:
+    """Pixels of a defect drawn too faint to count as damage (a dark one on a dark sky changes
+    its pixels by less than MIN_CHANGE), with their own ring, outside the true defects' `ring`."""
+    return blur_ring(damage.coverage > 0) & ~ring
 
 
 def crop_batch(pool: list[tuple], rng: np.random.Generator) -> tuple[torch.Tensor, ...]:
