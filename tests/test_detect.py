@@ -30,7 +30,7 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 # Dust is the hard kind: a speck 1-4 px across on fur looks like the fur's own glints. On this
-# example the shipped net finds 59% of the speck pixels, and half of what it flags
+# example the shipped net finds 66% of the speck pixels, and over a third of what it flags
 # there is fur (see benchmarks/results/detect.md for the full picture).
 @pytest.mark.parametrize(("kind", "recall", "precision"),
                          [("scratch", 0.9, 0.9), ("hair", 0.9, 0.9), ("dust", 0.5, 0.4)])
