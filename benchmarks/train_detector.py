@@ -217,20 +217,30 @@ def _rimmed_object(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     centre = np.array([rng.uniform(0, width), rng.uniform(0, height)])
     axes = rng.uniform(0.04, 0.2, 2) * max(height, width)
     angle = rng.uniform(0, 180)
-    body = np.zeros((height, width), np.float32)
-    cv2.ellipse(body, (int(centre[0]), int(centre[1])), (int(axes[0]), int(axes[1])), angle,
-                0, 360, 1.0, -1, lineType=cv2.LINE_AA)
-    body = cv2.GaussianBlur(body, (0, 0), 0.7)[:, :, None]
+    body = _soft_ellipse(height, width, centre, axes, angle)
     colour = np.float32(rng.uniform(0.05, 0.8, 3))
     shade = np.linspace(0.7, 1.1, height, dtype=np.float32)[:, None, None]
     pixels = pixels * (1 - body) + np.clip(colour * shade, 0, 1) * body
     start = rng.uniform(0, 360)
     arc = np.radians(np.linspace(start, start + rng.uniform(40, 200), 64))
     inset = rng.uniform(1, 3)
-    rim = np.stack([(axes[0] - inset) * np.cos(arc), (axes[1] - inset) * np.sin(arc)], 1)
+    return _draw_rim(pixels, _ellipse_points(centre, axes - inset, angle, arc), rng)
+
+
+def _soft_ellipse(height: int, width: int, centre, axes, angle: float) -> np.ndarray:
+    """HxWx1 coverage of a filled ellipse (whole-pixel centre and axes), softened by the lens."""
+    body = np.zeros((height, width), np.float32)
+    cv2.ellipse(body, (int(centre[0]), int(centre[1])), (int(axes[0]), int(axes[1])), angle,
+                0, 360, 1.0, -1, lineType=cv2.LINE_AA)
+    return cv2.GaussianBlur(body, (0, 0), 0.7)[:, :, None]
+
+
+def _ellipse_points(centre: np.ndarray, axes, angle: float, arc: np.ndarray) -> np.ndarray:
+    """Points at angles `arc` (radians) on an ellipse turned by `angle` degrees."""
+    points = np.stack([axes[0] * np.cos(arc), axes[1] * np.sin(arc)], 1)
     turn = np.radians(angle)
     rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
-    return _draw_rim(pixels, centre + rim @ rotation.T, rng)
+    return centre + points @ rotation.T
 
 
 def _draw_rim(pixels: np.ndarray, points: np.ndarray, rng: np.random.Generator,
@@ -258,31 +268,23 @@ def ringed_discs(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _ringed_disc(pixels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """An ellipse 8-80 px across in a shaded colour, half the time with a darker pupil, and a
+    """An ellipse 8-80 px across in a flat colour, half the time with a darker pupil, and a
     ring 1-3.5 px wide on its edge over 240-360 degrees."""
     height, width = pixels.shape[:2]
     centre = np.array([rng.uniform(0, width), rng.uniform(0, height)])
     radius = np.exp(rng.uniform(np.log(4), np.log(40)))
     axes = radius * np.array([1.0, rng.uniform(0.55, 1.0)])
     angle = rng.uniform(0, 180)
-    body = np.zeros((height, width), np.float32)
-    box = (tuple(int(v) for v in centre), tuple(int(v) for v in axes))
-    cv2.ellipse(body, *box, angle, 0, 360, 1.0, -1, lineType=cv2.LINE_AA)
-    body = cv2.GaussianBlur(body, (0, 0), 0.7)[:, :, None]
+    body = _soft_ellipse(height, width, centre, axes, angle)
     colour = np.float32(rng.uniform(0.05, 0.9, 3))
     pixels = pixels * (1 - body) + colour * body
     if rng.random() < 0.5:
-        pupil = np.zeros((height, width), np.float32)
-        inner = tuple(max(1, int(v * rng.uniform(0.2, 0.6))) for v in axes)
-        cv2.ellipse(pupil, box[0], inner, angle, 0, 360, 1.0, -1, lineType=cv2.LINE_AA)
-        pupil = cv2.GaussianBlur(pupil, (0, 0), 0.7)[:, :, None]
+        inner = [max(1, int(v * rng.uniform(0.2, 0.6))) for v in axes]
+        pupil = _soft_ellipse(height, width, centre, inner, angle)
         pixels = pixels * (1 - pupil) + colour * rng.uniform(0.0, 0.4) * pupil
     start = rng.uniform(0, 360)
     arc = np.radians(np.linspace(start, start + rng.uniform(240, 360), 96))
-    ring = np.stack([axes[0] * np.cos(arc), axes[1] * np.sin(arc)], 1)
-    turn = np.radians(angle)
-    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
-    return _draw_rim(pixels, centre + ring @ rotation.T, rng, widths=(1.0, 3.5))
+    return _draw_rim(pixels, _ellipse_points(centre, axes, angle, arc), rng, widths=(1.0, 3.5))
 
 
 def picture_lines(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
