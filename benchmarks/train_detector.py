@@ -551,13 +551,13 @@ def main() -> None:
                         help="Share of damaged photos given rimmed objects before their damage.")
     parser.add_argument("--faint-ignored", action="store_true",
                         help="Leave damage drawn too faint to count out of the loss "
-                        "(not used by the shipped net).")
+                        "(round 4).")
     parser.add_argument("--lines", type=float, default=0.0,
                         help="Share of damaged photos given picture lines (braced lattices, "
-                        "glints) before their damage (not used by the shipped net).")
+                        "glints) before their damage (round 4).")
     parser.add_argument("--rings", type=float, default=0.0,
                         help="Share of damaged photos given ringed discs (eyes, buttons, "
-                        "wheels) before their damage (not used by the shipped net).")
+                        "wheels) before their damage (round 4).")
     parser.add_argument("--extended-holdout", action="store_true",
                         help="Also report F1 on the held-out photos plus synthetic skies "
                         "at the picked threshold (the check round 4 was adopted by).")
