@@ -158,6 +158,13 @@ class Job:
     def finish(self, outcome: Result | Exception, fill_seconds: float) -> None:
         self.seconds += fill_seconds
         self._timed(self._write, outcome)
+        # Free the decoded photo whether or not it was written: a failed fill or write
+        # must not keep a big scan in memory for the rest of the batch.
+        self.photo = self.mask = None
+        if isinstance(outcome, Exception):
+            # Its traceback's frames (the method's, this job's) hold the group's pixels in a
+            # reference cycle that only the garbage collector would break.
+            outcome.__traceback__ = None
         self._close()
 
     def _timed(self, step, *args) -> None:
@@ -220,7 +227,6 @@ class Job:
         self.row |= {"status": "ok", "output_uri": self.output_uri, "output_bytes": len(data),
                      "encoding": encoding, "iterations": outcome.iterations,
                      "loss": outcome.loss}
-        self.photo = self.mask = None  # a batch of big scans: free each as soon as written
 
 
 def _describe(error: BaseException) -> str:

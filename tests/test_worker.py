@@ -150,3 +150,46 @@ def test_a_batch_holds_only_a_bounded_number_of_decoded_pixels(archive, monkeypa
     monkeypatch.setattr(worker, "GROUP_PIXELS", 1)  # every photo is a big scan
     assert {row["status"] for row in restore_batch(items, context)} == {"ok"}
     assert groups == [1, 1, 1]
+
+
+@pytest.mark.parametrize("failure", ["fill", "write"])
+def test_a_photo_whose_fill_or_write_fails_frees_its_pixels_at_once(archive, monkeypatch,
+                                                                     failure):
+    """Each photo is its own group here; when the next one is filled, every earlier photo's
+    pixels must be gone, with the garbage collector off (reference counts alone)."""
+    import gc
+    import weakref
+
+    import pipeline.worker as worker
+
+    first = archive["images"] / "a/b/coffee.png"  # the first item in path order
+    size = Image.open(first).size
+    if failure == "fill":  # an all-hole mask: the method fails this photo
+        save_mask(np.ones(size[::-1], bool), archive["masks"] / "a/b/coffee.png")
+    else:  # RGBA to JPEG is refused by the encoder: the write fails
+        rgba = np.dstack([np.asarray(Image.open(first).convert("RGB")),
+                          np.full(size[::-1], 200, np.uint8)])
+        save(rgba, first)
+    settings = RunSettings(images=str(archive["images"]), masks=str(archive["masks"]),
+                           out=str(archive["out"]), method="telea",
+                           output_format="jpeg" if failure == "write" else None)
+    context = Context(settings, params_json({"test": True}))
+    seen, alive_at_later_fills = [], []
+    fill_together = context.method.call_many
+
+    def recording(pairs):
+        alive_at_later_fills.append([ref() is not None for ref in seen])
+        seen.extend(weakref.ref(image) for image, _ in pairs)
+        return fill_together(pairs)
+
+    monkeypatch.setattr(context.method, "call_many", recording)
+    monkeypatch.setattr(worker, "GROUP_PIXELS", 1)  # one photo per group
+    gc.disable()
+    try:
+        rows = restore_batch(pair(settings.images, settings.masks), context)
+    finally:
+        gc.enable()
+    assert rows[0]["status"] == "failed", rows[0]
+    assert rows[0]["error_kind"] == ("all_hole" if failure == "fill" else "decode")
+    assert [row["status"] for row in rows[1:]] == ["ok", "ok"]
+    assert alive_at_later_fills == [[], [False], [False, False]]
