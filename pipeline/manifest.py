@@ -41,6 +41,7 @@ SCHEMA = pa.schema(
         ("defects", pa.string()),
         ("iterations", pa.int64()),
         ("loss", pa.float64()),
+        ("tone", pa.string()),
         ("seconds", pa.float64()),
         ("input_bytes", pa.int64()),
         ("output_bytes", pa.int64()),

@@ -226,7 +226,7 @@ class Job:
         storage.write_uri(self.output_uri, data, settings.storage_options)
         self.row |= {"status": "ok", "output_uri": self.output_uri, "output_bytes": len(data),
                      "encoding": encoding, "iterations": outcome.iterations,
-                     "loss": outcome.loss}
+                     "loss": outcome.loss, "tone": outcome.tone}
 
 
 def _describe(error: BaseException) -> str:

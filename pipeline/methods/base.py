@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+from pipeline import tone
 
 # Above this many pixels, holes are grouped into crops on a coarser grid.
 REGION_GRID_PIXELS = 1_000_000
@@ -24,6 +26,11 @@ class MethodParams(BaseModel):
     """Base of every method's own typed params; unknown params are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    tone: Literal["auto", "colour"] = Field(
+        default="auto", description="auto: a gray or toned (sepia) print, judged from its "
+        "known pixels, is filled on luminance and coloured by its own tone curve, so fills "
+        "add no colour; colour: every photo is filled channel by channel.")
 
 
 class NothingToConditionOn(ValueError):
@@ -46,6 +53,7 @@ class Result:
     pixels: np.ndarray
     iterations: int | None = None
     loss: float | None = None
+    tone: tone.ToneKind | None = None  # how the fill treated colour (pipeline.tone)
 
 
 class Method:
@@ -73,7 +81,8 @@ class Method:
         raise NotImplementedError
 
     def canvas(self, image: np.ndarray, mask: np.ndarray) -> Canvas:
-        return Canvas(image, mask, self.context_margin, self.full_frame_above)
+        return Canvas(image, mask, self.context_margin, self.full_frame_above,
+                      by_tone=self.params.tone == "auto")
 
     def __call__(self, image: np.ndarray, mask: np.ndarray) -> Result:
         """Fill an HxW or HxWxC uint8/uint16 image; pixels outside `mask` stay identical."""
@@ -100,15 +109,18 @@ class Canvas:
     """One image being filled: crops go out as float, fills come back in.
 
     Only hole pixels are ever assigned, so pixels outside the mask come back identical.
+    With `by_tone`, a gray or toned photo goes out as its luminance and comes back on its
+    tone curve (pipeline.tone).
     """
 
     def __init__(self, image: np.ndarray, mask: np.ndarray, margin: int,
-                 full_frame_above: float):
+                 full_frame_above: float, by_tone: bool = True):
         check_inputs(image, mask)
         if mask.any() and mask.all():
             raise NothingToConditionOn("the mask covers the whole image: nothing to fill from")
         self.mask = mask
         self.colour, self.alpha = split_alpha(image)
+        self.tone = tone.decide(self.colour, mask) if by_tone else tone.COLOUR
         self.pixels = image.copy()
         self.boxes = hole_regions(mask, margin, full_frame_above) if mask.any() else []
         self.iterations = 0
@@ -117,13 +129,19 @@ class Canvas:
     def crop(self, box: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(float32 HxWxC pixels in [0, 1], bool hole) of one box."""
         top, left, bottom, right = box
-        return to_float(self.colour[top:bottom, left:right]), self.mask[top:bottom, left:right]
+        pixels = to_float(self.colour[top:bottom, left:right])
+        if self.tone.by_luminance and pixels.shape[2] == 3:
+            pixels = self.tone.luminance(pixels)
+        return pixels, self.mask[top:bottom, left:right]
 
     def paste(self, box: tuple[int, int, int, int], result: Fill) -> None:
         top, left, bottom, right = box
         crop_mask = self.mask[top:bottom, left:right]
         shape = self.colour[top:bottom, left:right].shape
-        filled = from_float(result.pixels, self.colour.dtype).reshape(shape)
+        pixels = result.pixels
+        if len(shape) == 3 and shape[2] == 3 and pixels.shape[2] == 1:
+            pixels = self.tone.colour(pixels)
+        filled = from_float(pixels, self.colour.dtype).reshape(shape)
         target = self.pixels[top:bottom, left:right]
         if self.alpha is not None:
             target = target[:, :, :3]
@@ -137,6 +155,7 @@ class Canvas:
             self.pixels,
             iterations=self.iterations if self.iterations else None,
             loss=float(np.mean(self.losses)) if self.losses else None,
+            tone=self.tone.kind,
         )
 
 
