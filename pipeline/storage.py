@@ -6,6 +6,7 @@ laptop folder, `memory://` in tests and an `s3://` bucket on a cluster.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -46,6 +47,22 @@ _TRANSIENT_MARKERS = (
 )
 
 
+# What s3fs raises for S3's answers: it turns the botocore error into an OSError by code,
+# SlowDown, ServiceUnavailable, OperationAborted and 503 into EBUSY, InternalError and 500
+# into EREMOTEIO, with the server's message ("Please reduce your request rate.") as text;
+# the rest are the socket's own transient errors.
+_TRANSIENT_ERRNOS = frozenset({
+    errno.EBUSY, getattr(errno, "EREMOTEIO", errno.EIO), errno.EAGAIN, errno.ETIMEDOUT,
+    errno.ECONNRESET, errno.ECONNABORTED, errno.ECONNREFUSED,
+})
+# botocore's own codes for the same, should one reach us untranslated.
+_TRANSIENT_CODES = frozenset({
+    "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling",
+    "ThrottlingException", "RequestLimitExceeded", "TooManyRequestsException",
+})
+
+
+
 class StorageError(RuntimeError):
     """A storage operation that failed for good (after retries where they make sense)."""
 
@@ -79,8 +96,31 @@ def is_transient(error: BaseException) -> bool:
         return False
     if isinstance(error, TimeoutError | ConnectionError):
         return True
+    for cause in _causes(error):
+        if isinstance(cause, OSError) and cause.errno in _TRANSIENT_ERRNOS:
+            return True
+        if _transient_response(getattr(cause, "response", None)):
+            return True
     text = f" {type(error).__name__} {error}".lower()
     return any(marker in text for marker in _TRANSIENT_MARKERS)
+
+
+def _causes(error: BaseException):
+    """The error and what it was raised from (s3fs keeps botocore's error as the cause)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__
+
+
+def _transient_response(response) -> bool:
+    """A botocore error response that says: throttled, or the server failed for now."""
+    if not isinstance(response, dict):
+        return False
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+    return code in _TRANSIENT_CODES or status in (429, 500, 502, 503, 504)
 
 
 def with_retries(operation: Callable[[], T], what: str, attempts: int = RETRY_ATTEMPTS) -> T:

@@ -114,3 +114,86 @@ def s3(s3_server, monkeypatch) -> S3:
     yield server
     s3fs.S3FileSystem.clear_instance_cache()
 
+
+
+class FaultyProxy:
+    """A loopback HTTP proxy in front of the S3 server that answers some requests itself
+    with an S3 error (`503 SlowDown`, `500 InternalError`, ...), as a busy bucket does, and
+    forwards the rest. `fail(method, key, times, code, status, message)` plans failures;
+    `seen` counts the requests per (method, key) that reached the proxy."""
+
+    def __init__(self, upstream: str):
+        import http.client
+        import threading
+        from collections import Counter
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        from urllib.parse import urlsplit
+
+        target = urlsplit(upstream)
+        proxy = self
+        self.plans: dict[tuple[str, str], list] = {}
+        self.seen: Counter = Counter()
+        self.lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # the test's output stays quiet
+                pass
+
+            def relay(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                key = (self.command, urlsplit(self.path).path)
+                with proxy.lock:
+                    proxy.seen[key] += 1
+                    plan = proxy.plans.get(key)
+                    failing = plan is not None and plan[0] != 0
+                    if failing and plan[0] > 0:
+                        plan[0] -= 1
+                if failing:
+                    _, code, status, message = plan
+                    self.answer(status, {"Content-Type": "application/xml"}, (
+                        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+                        f"<Message>{message}</Message><RequestId>proxy</RequestId></Error>"
+                    ).encode())
+                    return
+                connection = http.client.HTTPConnection(target.hostname, target.port,
+                                                        timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "expect"}
+                connection.request(self.command, self.path, body, headers)
+                response = connection.getresponse()
+                data = response.read()
+                connection.close()
+                dropped = ("transfer-encoding", "connection") + (
+                    () if self.command == "HEAD" else ("content-length",))
+                passed = {k: v for k, v in response.getheaders() if k.lower() not in dropped}
+                self.answer(response.status, passed, data)
+
+            def answer(self, status, headers, data):
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = relay
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.endpoint = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def fail(self, method: str, path: str, times: int, code: str, status: int,
+             message: str) -> None:
+        """Answer the next `times` requests (-1: all) for `path` ('/bucket/key') with this
+        S3 error."""
+        with self.lock:
+            self.plans[(method, path)] = [times, code, status, message]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

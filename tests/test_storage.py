@@ -181,3 +181,59 @@ def test_an_object_store_write_that_fails_leaves_nothing_at_the_key(monkeypatch)
     with pytest.raises(storage.StorageError):
         storage.write_atomic(fs, path, b"bytes")
     assert not fs.exists(path)
+
+
+# --- S3 errors as s3fs itself raises them -------------------------------------------------
+# A loopback proxy in front of the moto server answers chosen requests with the errors a busy
+# bucket sends; s3fs turns them into its own exceptions (SlowDown -> OSError(EBUSY), ...).
+# botocore's and s3fs's own retries are switched off, so every failure reaches our retry.
+S3_ERRORS = [
+    ("SlowDown", 503, "Please reduce your request rate.", errno.EBUSY),
+    ("ServiceUnavailable", 503, "Service is unable to handle request.", errno.EBUSY),
+    ("InternalError", 500, "We encountered an internal error. Please try again.",
+     errno.EREMOTEIO),
+]
+
+
+@pytest.fixture
+def faulty(s3, monkeypatch):
+    import s3fs
+
+    from tests.s3server import FaultyProxy
+
+    monkeypatch.setattr(storage, "RETRY_BASE_SECONDS", 0.0)
+    monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)  # one try per s3fs call
+    proxy = FaultyProxy(s3.endpoint)
+    options = {"endpoint_url": proxy.endpoint,
+               "config_kwargs": {"retries": {"total_max_attempts": 1, "mode": "standard"}}}
+    yield s3, proxy, options
+    proxy.close()
+
+
+@pytest.mark.parametrize(("code", "status", "message", "number"), S3_ERRORS)
+def test_s3_throttling_and_server_errors_raised_by_s3fs_are_retried(faulty, code, status,
+                                                                   message, number):
+    s3, proxy, options = faulty
+    s3.filesystem().pipe_file(f"{s3.bucket}/photo.png", b"the photo")
+    proxy.fail("GET", f"/{s3.bucket}/photo.png", 1, code, status, message)
+    fs, path = storage.filesystem(s3.uri("photo.png"), options)
+    with pytest.raises(OSError) as raised:  # what s3fs itself makes of the answer
+        fs.cat_file(path)
+    assert raised.value.errno == number and storage.is_transient(raised.value)
+    proxy.fail("GET", f"/{s3.bucket}/photo.png", 3, code, status, message)
+    assert storage.read_uri(s3.uri("photo.png"), options) == b"the photo"
+    assert proxy.seen[("GET", f"/{s3.bucket}/photo.png")] == 1 + 4
+    proxy.fail("PUT", f"/{s3.bucket}/out.png", 2, code, status, message)
+    storage.write_uri(s3.uri("out.png"), b"restored", options)
+    assert s3.filesystem().cat_file(f"{s3.bucket}/out.png") == b"restored"
+    assert proxy.seen[("PUT", f"/{s3.bucket}/out.png")] == 3
+
+
+def test_a_bucket_that_stays_busy_gives_up_after_the_stated_attempts(faulty):
+    s3, proxy, options = faulty
+    s3.filesystem().pipe_file(f"{s3.bucket}/photo.png", b"the photo")
+    proxy.fail("GET", f"/{s3.bucket}/photo.png", -1, *S3_ERRORS[0][:3])
+    with pytest.raises(storage.StorageError,
+                       match=f"gave up after {storage.RETRY_ATTEMPTS} attempts"):
+        storage.read_uri(s3.uri("photo.png"), options)
+    assert proxy.seen[("GET", f"/{s3.bucket}/photo.png")] == storage.RETRY_ATTEMPTS
