@@ -12,7 +12,7 @@ import os
 import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,8 @@ from pipeline.settings import RunSettings, params_json
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[dict[str, Any]], None]
+# Batches given to each actor at a time: while it restores one, the next waits at hand.
+BATCHES_PER_ACTOR = 2
 
 
 @dataclass
@@ -136,45 +138,82 @@ def _write_report(settings: RunSettings, run_id: str) -> str | None:
 
 def _restore_on_ray(settings: RunSettings, work: Plan):
     """Stream manifest rows from an actor pool; start (and stop) a local Ray if needed."""
-    import ray
+    from pipeline import localray
 
     started_here = connect(settings)
     try:
         yield from _stream_rows(settings, work)
     finally:
         if started_here:
-            ray.shutdown()
+            localray.stop()
 
 
 def _stream_rows(settings: RunSettings, work: Plan):
+    """The rows of every item from `settings.workers` actors, batch by batch as they finish.
+
+    Plain Ray actors, not Ray Data's actor pool: Ray Data hands each of its actors its
+    function and context as object-store arguments, and with restarts on, Ray prints an
+    error line about that onto the user's terminal in every run (ray-project/ray#53727).
+    Our actor takes no constructor arguments: its settings travel inside the class.
+    A killed actor (the OOM killer, SIGKILL) is restarted and its unfinished batches run
+    again (max_restarts=-1, max_task_retries=-1): outputs are written atomically and the
+    manifest writer drops replayed rows, so a replay is harmless.
+    """
     import ray
 
     from pipeline.worker import restorer_class
 
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    records = [asdict(item) for item in work.todo]
-    blocks = min(len(records), max(1, math.ceil(len(records) / settings.batch_size)), 10_000)
-    dataset = ray.data.from_items(records, override_num_blocks=blocks)
-    # Ray Data's actor pools restart a killed actor and replay its batch by default
-    # (max_restarts=-1, max_task_retries=-1): outputs are written atomically and the
-    # manifest writer drops replayed rows, so a replay is harmless.
-    restored = dataset.map_batches(
-        restorer_class(settings, work.params),
-        batch_size=settings.batch_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(size=settings.workers),
-        num_cpus=settings.cpus_per_worker,
-        num_gpus=settings.gpus_per_worker or None,
-    )
-    for batch in restored.iter_batches(batch_format="pyarrow", batch_size=None):
-        yield from batch.to_pylist()
+    restorer = ray.remote(restorer_class(settings, work.params)).options(
+        num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker,
+        max_restarts=-1, max_task_retries=-1)
+    actors = [restorer.remote() for _ in range(settings.workers)]
+    size = settings.batch_size
+    batches = (work.todo[start:start + size] for start in range(0, len(work.todo), size))
+    running: dict[Any, Any] = {}
+
+    def give(actor) -> None:
+        batch = next(batches, None)
+        if batch is not None:
+            running[actor.restore.remote(batch)] = actor
+
+    try:
+        for actor in actors:
+            for _ in range(BATCHES_PER_ACTOR):
+                give(actor)
+        while running:
+            [done], _ = ray.wait(list(running), num_returns=1)
+            give(running.pop(done))
+            yield from _rows_of(done)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+
+
+def _rows_of(batch) -> list[dict[str, Any]]:
+    """A finished batch's rows; an actor that could not start fails the run, in words."""
+    import ray
+
+    try:
+        return ray.get(batch)
+    except ray.exceptions.ActorDiedError as error:
+        raise WorkerStartError(f"a restoring worker could not start: {_cause(error)}") from None
+
+
+def _cause(error) -> str:
+    """The last line of a Ray error's text: the exception the actor's constructor raised."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[-1] if lines else type(error).__name__
+
+
+class WorkerStartError(RuntimeError):
+    """The actors could not be created (their method failed to load): nothing was done."""
 
 
 def connect(settings: RunSettings) -> bool:
     """Connect to `settings.address`, or start an embedded local Ray; True if started here."""
     import ray
+
+    from pipeline import localray
 
     if ray.is_initialized():
         return False
@@ -185,9 +224,9 @@ def connect(settings: RunSettings) -> bool:
         ray.init(address=settings.address, **quiet)
         return False
     needed = math.ceil(settings.workers * settings.cpus_per_worker)
-    cpus = max(os.cpu_count() or 1, needed)
-    # The embedded Ray listens on loopback only and keeps Ray's token authentication.
-    ray.init(num_cpus=cpus, _node_ip_address="127.0.0.1", **quiet)
+    # Every server of the embedded Ray listens on 127.0.0.1 only, and Ray's token
+    # authentication stays on (pipeline/localray.py).
+    localray.start(num_cpus=max(os.cpu_count() or 1, needed), **quiet)
     return True
 
 
@@ -200,11 +239,6 @@ def _quiet_ray_logs() -> None:
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
         logging.ERROR
     )
-    import ray.data  # noqa: F401  (configures the "ray.data" logger we then tame)
-
-    for handler in logging.getLogger("ray.data").handlers:
-        if not isinstance(handler, logging.FileHandler):
-            handler.setLevel(logging.ERROR)
 
 
 def restore_items(settings: RunSettings) -> list[dict]:

@@ -26,9 +26,6 @@ from pipeline.settings import RunSettings
 # photos gathered so far are filled and written before the next is read.
 GROUP_PIXELS = 16_000_000
 
-ITEM_FIELDS = ("item_id", "relative_path", "image_uri", "mask_uri", "input_fingerprint",
-               "problem")
-
 
 def error_kind(error: BaseException) -> str:
     """A short, stable name for what went wrong, for grouping failures in reports."""
@@ -248,7 +245,8 @@ def _unchanged_bytes(photo: imageio.Photo, original: bytes, settings: RunSetting
 
 
 def restorer_class(settings: RunSettings, params: str) -> type:
-    """The Ray Data callable class for one run: one instance per actor.
+    """The Ray actor class for one run (`pipeline.runner` makes the pool): `restore` takes
+    a batch of items and returns their manifest rows.
 
     Settings are baked into the class rather than passed as constructor arguments, which
     Ray would keep in the object store where a restarted actor might not find them.
@@ -262,8 +260,7 @@ def restorer_class(settings: RunSettings, params: str) -> type:
             self.context = Context(run_settings, params, device)
             limit_threads(run_settings.cpus_per_worker)
 
-        def __call__(self, batch):
-            items = [Item(**{f: record[f] for f in ITEM_FIELDS}) for record in batch.to_pylist()]
-            return manifest.to_table(restore_batch(items, self.context))
+        def restore(self, items: list[Item]) -> list[dict[str, Any]]:
+            return restore_batch(items, self.context)
 
     return Restorer

@@ -49,13 +49,13 @@ def local_ray():
     """One real local Ray for the session; `pipeline.run` reuses a Ray that is running."""
     import ray
 
+    from pipeline import localray
     from pipeline.runner import _quiet_ray_logs
 
     _quiet_ray_logs()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
-             _node_ip_address="127.0.0.1")
+    localray.start(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
-    ray.shutdown()
+    localray.stop()
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ from tests.conftest import save, save_mask, small_photo
 def actor_processes() -> list[psutil.Process]:
     found = []
     for process in psutil.process_iter(["cmdline"]):
-        if "MapBatches(Restorer)" in " ".join(process.info["cmdline"] or []):
+        if "ray::Restorer" in " ".join(process.info["cmdline"] or []):
             found.append(process)
     return found
 
