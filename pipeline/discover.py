@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 from pipeline import storage
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp")
+# GIF is listed though it cannot be written back as it was: without --format its item
+# becomes a failed row saying so (pipeline.imageio.check_writable), never a silent gap.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".bmp", ".gif")
 _GLOB_CHARS = "*?["
 
 

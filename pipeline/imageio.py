@@ -261,6 +261,16 @@ def is_lossless_webp(data: bytes) -> bool:
     return False
 
 
+def check_writable(photo: Photo, output_format: str | None) -> None:
+    """Refuse, before any work, a photo whose own format cannot be written back faithfully
+    (GIF: a palette of 256 colours, frames) unless `output_format` names one that can."""
+    target = FORMAT_NAMES[output_format] if output_format else photo.format
+    if target not in WRITABLE:
+        raise ImageDecodeError(
+            f"{target} cannot be written back faithfully; pass --format png (or jpeg, tiff, "
+            f"webp) to restore its first frame in that format")
+
+
 def encode(photo: Photo, pixels: np.ndarray, output_format: str | None = None) -> bytes:
     """Encode restored pixels in the original's layout, format and metadata."""
     return encode_with_note(photo, pixels, output_format)[0]
@@ -283,9 +293,8 @@ def encode_with_note(photo: Photo, pixels: np.ndarray,
 
 
 def _encoded(photo: Photo, pixels: np.ndarray, output_format: str | None) -> bytes:
+    check_writable(photo, output_format)
     target = FORMAT_NAMES[output_format] if output_format else photo.format
-    if target not in WRITABLE:
-        raise ImageDecodeError(f"{target} cannot be written back faithfully; pass --format png")
     if target == "JPEG" and pixels.ndim == 3 and pixels.shape[2] == 4:
         raise ImageDecodeError("JPEG cannot store an alpha channel; use --format png")
     options = dict(photo.save_options) if target == photo.format else _portable(photo, target)

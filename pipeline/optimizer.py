@@ -3,19 +3,24 @@
 Terms: the seed's hallucination term (a class score of the prior network), isotropic total
 variation with a beta exponent, and a deep-feature patch context term (neural patch
 synthesis). Known pixels are constants, never parameters. Coarse-to-fine octaves, early
-stopping on a plateau, an iteration cap and a wall-clock deadline; CPU runs are seeded.
+stopping on a plateau, an iteration cap and a time budget per photo; CPU runs are seeded.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Hashable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from pipeline.prior import Prior
+
+# Read through the module at each use, so a test can drive a clock of its own.
+clock = time.perf_counter
 
 
 @dataclass(frozen=True)
@@ -40,7 +45,26 @@ class Schedule:
     patience: int = 8
     tolerance: float = 2e-3
     rematch_every: int = 10
-    deadline: float | None = None  # a time.perf_counter() value
+
+
+@dataclass
+class Budget:
+    """Seconds each photo (`owner`) may spend; past them its crops keep the fill they have.
+
+    Every photo has its own allowance, whatever else shares its batch: a pass that
+    optimises several crops together is charged to their photos in equal shares, so a slow
+    photo spends only its own time. Time is read from `clock`.
+    """
+
+    seconds: float
+    spent: dict[Hashable, float] = field(default_factory=lambda: defaultdict(float))
+
+    def charge(self, owners: list[Hashable], seconds: float) -> None:
+        for owner in owners:
+            self.spent[owner] += seconds / len(owners)
+
+    def left(self, owner: Hashable) -> bool:
+        return self.spent[owner] < self.seconds
 
 
 @dataclass
@@ -59,10 +83,12 @@ def optimize(
     schedule: Schedule,
     seed: int = 0,
     device: str = "cpu",
+    budget: Budget | None = None,
 ) -> Outcome:
     """Descend from `image` (float32 HxWxC in [0, 1], holes already filled by an initial
     fill) changing only pixels where `hole` (bool HxW) is True; coarse octaves first."""
-    return optimize_batch([image], [hole], prior, weights, schedule, seed, device)[0]
+    return optimize_batch([image], [hole], prior, weights, schedule, seed, device,
+                          budget=budget)[0]
 
 
 def optimize_batch(
@@ -74,12 +100,16 @@ def optimize_batch(
     seed: int = 0,
     device: str = "cpu",
     padding: list[np.ndarray] | None = None,
+    budget: Budget | None = None,
+    owners: list[Hashable] | None = None,
 ) -> list[Outcome]:
     """`optimize` for several crops of one shape, sharing the network's passes (a GPU's
     bucket). Each crop stays its own problem: its own seeded generator, exemplars and
     plateau stop, as if alone. `weights` may differ per crop in the terms' weights, not in
     which terms there are or how they are computed. `padding` (bool HxW each) marks pixels
     added to reach the bucket's shape: they are known, but never serve as exemplars.
+    `budget` limits the time of each crop's photo, `owners` (default: each crop its own
+    photo); a crop whose photo has no time left keeps the fill it has ("budget").
 
     Each octave's change, not its image, is carried up to full resolution: the fine
     texture of the initial fill survives, and the coarse octaves are a smooth
@@ -87,6 +117,7 @@ def optimize_batch(
     """
     count = len(images)
     per_crop = weights if isinstance(weights, list) else [weights] * count
+    owners = owners if owners is not None else list(range(count))
     generators = [torch.Generator().manual_seed(seed) for _ in range(count)]
     current = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).to(device)
     full_hole = torch.from_numpy(np.stack(holes))[:, None].to(device)
@@ -99,7 +130,7 @@ def optimize_batch(
         if not coarse_hole.any():
             continue
         descent = _descend(base, coarse_hole, coarse_padding, prior, per_crop, schedule,
-                           generators)
+                           generators, budget, owners)
         for index in range(count):
             iterations[index] += descent.steps[index]
             losses[index] = descent.losses[index]
@@ -109,7 +140,7 @@ def optimize_batch(
             change = F.interpolate(change, size=current.shape[-2:], mode="bilinear",
                                    align_corners=False)
         current = torch.where(full_hole, (current + change).clamp(0, 1), current)
-        if "budget" in stopped:
+        if budget is not None and not any(budget.left(owner) for owner in owners):
             break
     pixels = current.permute(0, 2, 3, 1).clamp(0, 1).cpu().numpy()
     return [Outcome(pixels[index], iterations[index], losses[index], stopped[index])
@@ -138,9 +169,12 @@ class Descent:
     stopped: list[str]
 
 
-def _descend(base, hole, padding, prior, per_crop, schedule, generators) -> Descent:
-    """Adam on the hole pixels of one octave. A crop that reaches its plateau keeps the
-    pixels it had then; the others go on (Adam is per pixel, so they do not interact)."""
+def _descend(base, hole, padding, prior, per_crop, schedule, generators, budget=None,
+             owners=None) -> Descent:
+    """Adam on the hole pixels of one octave. A crop that reaches its plateau, or whose
+    photo's budget is spent, keeps the pixels it had then; the others go on (Adam is per
+    pixel, so they do not interact). Each step's time is charged to the active crops."""
+    started = clock()
     count = base.shape[0]
     shared = per_crop[0]  # which terms, and how they are computed
     tv_weight, context_weight, hallucination_weight = (
@@ -158,7 +192,11 @@ def _descend(base, hole, padding, prior, per_crop, schedule, generators) -> Desc
     results: list[torch.Tensor | None] = [None] * count
     steps, stopped = [0] * count, ["cap"] * count
     active = list(range(count))
-    for step in range(1, schedule.steps + 1):
+    for index in range(count):
+        if budget is not None and not budget.left(owners[index]):
+            stopped[index], results[index] = "budget", _compose(known, parameter, keep, index)
+            active.remove(index)
+    for step in range(1, (schedule.steps if active else 0) + 1):
         image = known + parameter * (1 - keep)
         terms = tv_weight * tv_loss(image, hole, shared.tv_beta)
         if context is not None:
@@ -176,18 +214,22 @@ def _descend(base, hole, padding, prior, per_crop, schedule, generators) -> Desc
         with torch.no_grad():
             parameter.clamp_(0, 1)
         values = terms.detach().cpu().tolist()
+        now = clock()
+        if budget is not None:
+            budget.charge([owners[index] for index in active], now - started)
+        started = now
         for index in list(active):
             histories[index].append(values[index])
             steps[index] = step
             if _plateau(histories[index], schedule.patience, schedule.tolerance):
                 stopped[index] = "plateau"
-                results[index] = _compose(known, parameter, keep, index)
-                active.remove(index)
-        if not active:
-            break
-        if schedule.deadline is not None and time.perf_counter() > schedule.deadline:
-            for index in active:
+            elif budget is not None and not budget.left(owners[index]):
                 stopped[index] = "budget"
+            else:
+                continue
+            results[index] = _compose(known, parameter, keep, index)
+            active.remove(index)
+        if not active:
             break
     for index in active:
         results[index] = _compose(known, parameter, keep, index)
@@ -224,11 +266,17 @@ def _normalised_sum(terms, hallucination, parameter, weight):
 
 
 def _plateau(history: list[float], patience: int, tolerance: float) -> bool:
-    """True when the loss fell by less than `tolerance` (relative) over `patience` steps."""
-    if len(history) <= patience:
+    """True when the loss fell by at most `tolerance` (relative) over `patience` steps.
+
+    The first loss (the start's, before any step) is no reference: Adam's first step moves
+    every pixel by the full step size and often raises the loss, which then falls fast
+    (seen on a launch tower's strokes: a window from it called a plateau at once).
+    """
+    losses = history[1:]
+    if len(losses) <= patience:
         return False
-    before, now = history[-patience - 1], history[-1]
-    return before - now < tolerance * abs(before)
+    before, now = losses[-patience - 1], losses[-1]
+    return before - now <= tolerance * abs(before)
 
 
 def tv_loss(image: torch.Tensor, hole: torch.Tensor, beta: float) -> torch.Tensor:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import json
 import os
 from dataclasses import dataclass
 
@@ -97,15 +98,17 @@ def _taps(name: str, network: nn.Module) -> tuple[str, ...]:
 
 
 def load_prior(name: str = DEFAULT_MODEL, weights: str | None = None,
-               storage_options: tuple = ()) -> Prior:
-    """Load (once per process) the named prior; `weights` is an optional fsspec URI."""
-    return _load_cached(name, weights, storage_options)
+               storage_options: dict | None = None) -> Prior:
+    """Load (once per process) the named prior; `weights` is an optional fsspec URI, read
+    with `storage_options` (an endpoint, `client_kwargs`, ...) as every other URI is."""
+    # As JSON: the cache needs a hashable key, and options nest (client_kwargs).
+    return _load_cached(name, weights, json.dumps(storage_options or {}, sort_keys=True))
 
 
 @functools.lru_cache(maxsize=4)
-def _load_cached(name: str, weights: str | None, storage_options: tuple) -> Prior:
+def _load_cached(name: str, weights: str | None, storage_options: str) -> Prior:
     network = _build(name)
-    data = _read_weights(name, weights, dict(storage_options))
+    data = _read_weights(name, weights, json.loads(storage_options))
     state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
@@ -132,11 +135,10 @@ def _build(name: str) -> nn.Module:
 
 def _read_weights(name: str, uri: str | None, storage_options: dict) -> bytes:
     if uri is not None:
-        import fsspec
+        from pipeline import storage
 
         try:
-            with fsspec.open(uri, "rb", **storage_options) as handle:
-                return handle.read()
+            return storage.read_uri(uri, storage_options)
         except FileNotFoundError:
             raise PriorError(f"weights not found: {uri}") from None
     path = _default_weights_path(name)

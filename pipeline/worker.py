@@ -73,7 +73,8 @@ class Context:
         self.device = device
         # `inpaint detect` fills nothing: it needs no inpainting method.
         self.method: Method | None = None if settings.task == "detect" else load_method(
-            settings.method, settings.method_params, device, settings.seed, settings.weights)
+            settings.method, settings.method_params, device, settings.seed, settings.weights,
+            settings.storage_options)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.model = getattr(self.method, "model_name", None)
         self.weights_sha256 = getattr(self.method, "weights_sha256", None)
@@ -187,6 +188,7 @@ class Job:
             return
         image_bytes = storage.read_uri(item.image_uri, settings.storage_options)
         photo = imageio.decode(image_bytes, settings.max_pixels)
+        imageio.check_writable(photo, settings.output_format)  # a GIF without --format
         found: dict[str, Any] = {}
         if item.mask_uri is None and settings.masks == "auto":
             mask, found = autodetect.auto_mask(item, photo, image_bytes, settings,

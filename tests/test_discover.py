@@ -67,3 +67,9 @@ def test_out_equal_to_or_inside_images_is_refused(tmp_path, out):
 
 def test_out_beside_images_is_fine(tmp_path):
     check_output_location(str(tmp_path / "images"), str(tmp_path / "images-restored"))
+
+
+def test_gifs_are_listed_so_that_each_gets_a_row(archive):
+    save(small_photo(), archive["images"] / "old/scan.gif")
+    paths = [item.relative_path for item in pair(str(archive["images"]), str(archive["masks"]))]
+    assert "old/scan.gif" in paths

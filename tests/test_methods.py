@@ -181,3 +181,53 @@ def test_crops_of_several_photos_share_forward_passes_and_fail_alone(name, monke
         # Sharing a bucket pads a crop to the bucket's shape: close to its fill alone.
         difference = np.abs(outcome.pixels.astype(int) - alone.pixels)[hole]
         assert outcome.iterations and difference.mean() < 6
+
+
+@pytest.mark.parametrize("tone", [0, 255])
+def test_the_plateau_stop_acts_with_the_defaults_on_a_flat_photo(tone):
+    # TV's gradient on a flat fill is zero: the loss stays put, and with the defaults (8 steps,
+    # a window of 3 after the first) the stop comes at step 5, before the cap.
+    photo = np.full((96, 96, 3), tone, np.uint8)
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[30:60, 30:60] = True
+    params = load_method("tv").params
+    assert params.patience < params.steps
+    assert load_method("tv")(photo, hole).iterations == 1 + params.patience + 1
+
+
+def test_on_a_real_photo_the_cap_is_the_stop():
+    # What the README says: on photos, the loss still falls by more than 0.2% over 3 steps at
+    # step 8, so the default runs every step of the cap.
+    photo = small_photo("chelsea", 96)
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[30:50, 40:60] = True
+    method = load_method("hallucinate")
+    assert method(photo, hole).iterations == method.params.steps
+
+
+def test_each_photo_has_its_own_time_budget(monkeypatch):
+    """A slow photo spends only its own budget: a photo beside it in the batch is filled as it
+    is alone. Time is a clock that moves one second per reading (no real timing): planning a
+    photo costs 1 s, each optimisation step 1 s shared by the crops in its pass."""
+    import itertools
+
+    from pipeline import optimizer
+
+    ticks = itertools.count()
+    monkeypatch.setattr(optimizer, "clock", lambda: float(next(ticks)))
+    slow = small_photo("chelsea", 128)
+    slow_hole = np.zeros(slow.shape[:2], bool)
+    slow_hole[10:26, 8:24] = slow_hole[50:66, 100:116] = True  # two crops of 8 steps each
+    assert len(hole_regions(slow_hole, 24)) == 2
+    quick = small_photo("coffee", 64)
+    quick_hole = np.zeros(quick.shape[:2], bool)
+    quick_hole[20:36, 20:36] = True
+    # 10 s each; one crop per pass; no plateau, so only the cap and the budget stop a crop.
+    method = load_method("tv", {"time_budget_s": 10, "batch_pixels": 1, "patience": 100})
+    together = method.call_many([(slow, slow_hole), (quick, quick_hole)])
+    alone = method.call_many([(quick, quick_hole)])[0]
+    # The slow photo: 1 s planning + 8 steps of its first crop, then 1 step of the second.
+    assert together[0].iterations == 9
+    # The quick one: 1 s planning + its 8 steps, all of them, as alone.
+    assert together[1].iterations == alone.iterations == 8
+    assert np.array_equal(together[1].pixels, alone.pixels)

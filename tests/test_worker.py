@@ -11,7 +11,7 @@ from PIL import Image
 from pipeline.discover import pair
 from pipeline.settings import RunSettings, params_json
 from pipeline.worker import Context, restore_batch, restore_item
-from tests.conftest import save, save_mask
+from tests.conftest import save, save_mask, small_photo
 
 
 def restore_all(archive, **overrides) -> dict[str, dict]:
@@ -193,3 +193,26 @@ def test_a_photo_whose_fill_or_write_fails_frees_its_pixels_at_once(archive, mon
     assert rows[0]["error_kind"] == ("all_hole" if failure == "fill" else "decode")
     assert [row["status"] for row in rows[1:]] == ["ok", "ok"]
     assert alive_at_later_fills == [[], [False], [False, False]]
+
+
+def test_a_gif_fails_with_a_reason_unless_format_is_given_then_its_first_frame_is_restored(
+        archive):
+    photo = small_photo("rocket")
+    frames = [Image.fromarray(photo).quantize(64), Image.fromarray(255 - photo).quantize(64)]
+    gif = archive["images"] / "animated.gif"
+    frames[0].save(gif, save_all=True, append_images=frames[1:])
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[20:40, 30:50] = True
+    save_mask(hole, archive["masks"] / "animated.png")
+    row = restore_all(archive)["animated.gif"]  # listed, never dropped
+    assert (row["status"], row["error_kind"]) == ("failed", "decode")
+    assert "GIF cannot be written back faithfully; pass --format png" in row["error"]
+    assert not list(archive["out"].glob("animated.*"))
+    row = restore_all(archive, output_format="png")["animated.gif"]
+    assert row["status"] == "ok" and row["output_uri"].endswith("animated.png")
+    restored = Image.open(archive["out"] / "animated.png")
+    assert restored.format == "PNG" and getattr(restored, "n_frames", 1) == 1
+    first = np.asarray(Image.open(gif).convert("RGB"))  # a GIF opens on its first frame
+    after = np.asarray(restored.convert("RGB"))
+    assert np.array_equal(after[~hole], first[~hole])
+    assert (after[hole] != first[hole]).any()  # filled, not copied

@@ -56,10 +56,13 @@ def load_method(
     device: str = "cpu",
     seed: int = 0,
     weights: str | None = None,
+    storage_options: dict[str, Any] | None = None,
 ) -> Method:
-    """Load a method by name; `seed` and `weights` (a prior network's URI) are run settings."""
+    """Load a method by name; `seed` and `weights` (a prior network's URI, read with
+    `storage_options`) are run settings."""
     cls = method_class(name)
-    return cls(cls.Params(**(params or {})), device=device, seed=seed, weights=weights)
+    return cls(cls.Params(**(params or {})), device=device, seed=seed, weights=weights,
+               storage_options=storage_options)
 
 
 def inpaint(

@@ -68,13 +68,15 @@ class Method:
     full_frame_above: ClassVar[float] = 0.6
 
     def __init__(self, params: MethodParams | None = None, device: str = "cpu", seed: int = 0,
-                 weights: str | None = None):
+                 weights: str | None = None, storage_options: dict | None = None):
         # `seed` and `weights` are run settings (RunSettings.seed/.weights), not method params:
-        # only stochastic methods and those with a prior network use them.
+        # only stochastic methods and those with a prior network use them. `storage_options`
+        # reach the `weights` URI as they reach every other one.
         self.params = params if params is not None else self.Params()
         self.device = device
         self.seed = seed
         self.weights = weights
+        self.storage_options = storage_options or {}
 
     def fill(self, image: np.ndarray, mask: np.ndarray) -> Fill:
         """Fill `mask` (bool HxW, True = hole) in `image` (float32 HxWxC, C 1 or 3, [0, 1])."""

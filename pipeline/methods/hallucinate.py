@@ -10,7 +10,6 @@ hallucination term, with weights that grow with the hole's width.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -18,10 +17,11 @@ import cv2
 import numpy as np
 from pydantic import Field
 
+from pipeline import optimizer
 from pipeline.methods import buckets
 from pipeline.methods.base import Canvas, Fill, Method, MethodParams, Result
 from pipeline.methods.classical import biharmonic_fill, fsr_fill
-from pipeline.optimizer import Schedule, Weights, optimize_batch
+from pipeline.optimizer import Budget, Schedule, Weights, optimize_batch
 from pipeline.prior import DEFAULT_MODEL, load_prior
 
 
@@ -57,12 +57,16 @@ class OptimizerParams(MethodParams):
         default=24.0, gt=0, description="Holes at least this wide (radius, px) are "
         "optimised at half resolution at most: at full resolution the network terms paint "
         "speckle into wide smooth regions (seen on the contact sheet).")
-    patience: int = Field(default=8, ge=1, description="Plateau window in steps.")
-    tolerance: float = Field(default=2e-3, ge=0, description="Relative loss drop below "
-                             "which a window counts as a plateau.")
-    time_budget_s: float = Field(default=30.0, gt=0, description="Guard on the time per "
-                                 "item; past it the current fill is kept. Runs cut by it "
-                                 "depend on the machine's speed, not only on the seed.")
+    patience: int = Field(default=3, ge=1, description="Plateau window in steps (after "
+                          "the first): below `steps`, so a crop whose loss stops falling "
+                          "stops before the cap.")
+    tolerance: float = Field(default=2e-3, ge=0, description="Relative loss drop at or "
+                             "below which a window counts as a plateau.")
+    time_budget_s: float = Field(default=30.0, gt=0, description="Seconds each photo may "
+                                 "take, whatever else is in its batch: its own planning "
+                                 "plus its share of the passes it takes part in; past them "
+                                 "its current fill is kept. Runs cut by it depend on the "
+                                 "machine's speed, not only on the seed.")
     batch_pixels: int = Field(
         default=1_000_000, ge=1, description="Pixels per forward pass: crops of one bucket "
         "(shape rounded up to 64 px, same schedule) from all the photos of a Ray batch are "
@@ -119,10 +123,10 @@ class TotalVariation(Method):
     name = "tv"
     Params = OptimizerParams
 
-    def __init__(self, params=None, device="cpu", seed=0, weights=None):
-        super().__init__(params, device, seed, weights)
+    def __init__(self, params=None, device="cpu", seed=0, weights=None, storage_options=None):
+        super().__init__(params, device, seed, weights, storage_options)
         self.prior = None
-        self.deadline: float | None = None
+        self.budget = Budget(self.params.time_budget_s)
 
     def term_weights(self, radius: float) -> Weights:
         return Weights(tv=self.params.tv_weight, tv_beta=self.params.tv_beta)
@@ -136,20 +140,23 @@ class TotalVariation(Method):
     def call_many(self, pairs: list[tuple[np.ndarray, np.ndarray]]) -> list[Result | Exception]:
         """Plan every crop of every image (thin holes are done at once), then optimise the
         rest bucket by bucket, several crops per forward pass."""
-        # The time budget is per item, shared by all its crops.
-        self.deadline = time.perf_counter() + self.params.time_budget_s * len(pairs)
+        # Each photo has its own time budget, shared by all its crops; its planning counts.
+        self.budget = Budget(self.params.time_budget_s)
         outcomes: list[Canvas | Exception] = []
         pending: list[Pending] = []
         for image, mask in pairs:
+            started, item = optimizer.clock(), len(outcomes)
             try:
-                outcomes.append(self._plan_image(image, mask, len(outcomes), pending))
+                outcomes.append(self._plan_image(image, mask, item, pending))
             except Exception as error:
                 outcomes.append(error)
+            self.budget.charge([item], optimizer.clock() - started)
         for item, error in self._optimise(pending):
             outcomes[item] = error
         return [o if isinstance(o, Exception) else o.result() for o in outcomes]
 
     def fill(self, image: np.ndarray, mask: np.ndarray) -> Fill:
+        self.budget = Budget(self.params.time_budget_s)
         plan = self.plan(image, mask)
         return self._optimise_together([plan])[0] if plan.weights else Fill(plan.start, 0, None)
 
@@ -195,7 +202,8 @@ class TotalVariation(Method):
     def _optimise_and_paste(self, entries: list[Pending], failed: dict[int, Exception]) -> bool:
         """True when done; a lone crop's error is recorded as its item's failure."""
         try:
-            fills = self._optimise_together([entry.plan for entry in entries])
+            fills = self._optimise_together([entry.plan for entry in entries],
+                                            [entry.item for entry in entries])
             for entry, filled in zip(entries, fills, strict=True):
                 entry.canvas.paste(entry.box, filled)
         except Exception as error:
@@ -204,18 +212,21 @@ class TotalVariation(Method):
             return False
         return True
 
-    def _optimise_together(self, plans: list[Plan]) -> list[Fill]:
+    def _optimise_together(self, plans: list[Plan], owners: list[int] | None = None
+                           ) -> list[Fill]:
         """One `optimize_batch` call; crops are padded to their bucket's shape only when
-        they share it, so a crop alone is optimised exactly as it is."""
+        they share it, so a crop alone is optimised exactly as it is. `owners`: the photo
+        each crop is from, whose time budget it spends (default: one photo)."""
         first = plans[0]
         shape = first.bucket()[0] if len(plans) > 1 else first.hole.shape
         padded = [buckets.pad(plan.start, plan.hole, shape) for plan in plans]
         schedule = Schedule(steps=self.params.steps, lr=self.params.lr, octaves=first.octaves,
                             finest=first.finest, patience=self.params.patience,
-                            tolerance=self.params.tolerance, deadline=self.deadline)
+                            tolerance=self.params.tolerance)
         outcomes = optimize_batch([p[0] for p in padded], [p[1] for p in padded], self.prior,
                                   [plan.weights for plan in plans], schedule, self.seed,
-                                  self.device, padding=[p[2] for p in padded])
+                                  self.device, padding=[p[2] for p in padded],
+                                  budget=self.budget, owners=owners or [0] * len(plans))
         return [Fill(buckets.unpad(outcome.pixels, plan.hole.shape), outcome.iterations,
                      outcome.loss) for plan, outcome in zip(plans, outcomes, strict=True)]
 
@@ -226,9 +237,9 @@ class Hallucinate(TotalVariation):
     name = "hallucinate"
     Params = HallucinateParams
 
-    def __init__(self, params=None, device="cpu", seed=0, weights=None):
-        super().__init__(params, device, seed, weights)
-        self.prior = load_prior(self.params.model, weights).to(device)
+    def __init__(self, params=None, device="cpu", seed=0, weights=None, storage_options=None):
+        super().__init__(params, device, seed, weights, storage_options)
+        self.prior = load_prior(self.params.model, weights, self.storage_options).to(device)
         # Read by the worker into the manifest.
         self.model_name = self.prior.name
         self.weights_sha256 = self.prior.weights_sha256
