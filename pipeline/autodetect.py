@@ -6,11 +6,13 @@ check and correct (OUT/_masks/<relative path>.png).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import posixpath
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from pipeline import imageio, storage
 from pipeline.detect import Detection, DetectorError, detect, read_infrared
@@ -18,9 +20,12 @@ from pipeline.discover import Item
 from pipeline.masks import encode_mask, hole_fraction
 from pipeline.settings import RunSettings
 
-__all__ = ["DetectorError", "auto_mask", "detect_item", "mask_uri_for"]
+__all__ = ["DetectorError", "auto_mask", "detect_item", "hand_mask_facts", "mask_uri_for"]
 
 MASKS_FOLDER = "_masks"
+# The PNG text chunk `inpaint review` writes into a mask it saves: the mask travels with
+# the fact that a person checked it, whoever copies the file and however it is renamed.
+REVIEWED_KEY = "inpaint-reviewed"
 
 
 def mask_uri_for(base: str, relative_path: str) -> str:
@@ -52,7 +57,17 @@ def auto_mask(item: Item, photo: imageio.Photo, image_bytes: bytes, settings: Ru
     detection = find_damage(photo, image_bytes, settings, device)
     uri = mask_uri_for(storage.join(settings.out, MASKS_FOLDER), item.relative_path)
     storage.write_uri(uri, encode_mask(detection.mask), settings.storage_options)
-    return detection.mask, detection_facts(detection) | {"mask_uri": uri}
+    return detection.mask, detection_facts(detection) | {"mask_uri": uri, "mask_reviewed": False}
+
+
+def hand_mask_facts(mask_bytes: bytes) -> dict[str, Any]:
+    """Manifest facts of a hand-made mask under `--masks auto`: whether `inpaint review`
+    saved it (its PNG text chunk), so the manifest records which masks a person checked."""
+    try:
+        reviewed = REVIEWED_KEY in Image.open(io.BytesIO(mask_bytes)).info
+    except Exception:  # an unreadable mask fails its item when it is decoded, not here
+        reviewed = False
+    return {"mask_reviewed": reviewed}
 
 
 def detect_item(item: Item, settings: RunSettings, device: str = "cpu") -> dict[str, Any]:

@@ -39,6 +39,8 @@ SCHEMA = pa.schema(
         ("hole_fraction", pa.float64()),
         ("damage_fraction", pa.float64()),
         ("defects", pa.string()),
+        # Added with `inpaint review`; parts written before it read as null.
+        ("mask_reviewed", pa.bool_()),
         ("iterations", pa.int64()),
         ("loss", pa.float64()),
         ("tone", pa.string()),

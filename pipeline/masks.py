@@ -11,7 +11,7 @@ import io
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, PngImagePlugin
 
 from pipeline.imageio import ImageDecodeError, open_checked
 
@@ -60,10 +60,13 @@ def hole_fraction(mask: np.ndarray) -> float:
     return float(mask.mean()) if mask.size else 0.0
 
 
-def encode_mask(mask: np.ndarray) -> bytes:
-    """A bool mask as an 8-bit PNG, white = fill."""
+def encode_mask(mask: np.ndarray, text: dict[str, str] | None = None) -> bytes:
+    """A bool mask as an 8-bit PNG, white = fill, with optional PNG text chunks."""
+    info = PngImagePlugin.PngInfo()
+    for key, value in (text or {}).items():
+        info.add_text(key, value)
     buffer = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, format="PNG")
+    Image.fromarray(mask.astype(np.uint8) * 255).save(buffer, format="PNG", pnginfo=info)
     return buffer.getvalue()
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from pipeline import discover, manifest, storage
 from pipeline.discover import Item, UsageError
 from pipeline.methods import UnknownMethodError, resolve_params
-from pipeline.settings import RunSettings, params_json
+from pipeline.settings import RunSettings, earlier_params, params_json
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -88,9 +88,10 @@ def plan(settings: RunSettings, in_process: bool = False) -> Plan:
     done = set() if settings.force else manifest.completed(
         settings.manifest_uri(), settings.storage_options
     )
+    accepted = {params} | earlier_params(settings, params)
     todo, skipped = [], []
     for item in items:
-        finished = (item.item_id, item.input_fingerprint, params) in done
+        finished = any((item.item_id, item.input_fingerprint, p) in done for p in accepted)
         (skipped if finished else todo).append(item)
     problems = [item for item in todo if item.problem]
     return Plan(settings.run_id or new_run_id(), params, todo, skipped, problems)

@@ -107,7 +107,9 @@ class RunSettings(BaseModel):
         if self.task == "detect":
             return {"task": "detect", **detection, "max_pixels": self.max_pixels}
         # Detection decides the masks of `--masks auto`, so its settings decide the output.
-        auto = {**detection, "hand_masks": self.hand_masks} if self.masks == "auto" else {}
+        # The hand-masks folder is not among them: each photo's hand mask is in its own
+        # input fingerprint, so a mask saved by `inpaint review` redoes that photo alone.
+        auto = detection if self.masks == "auto" else {}
         return auto | {
             "method": self.method,
             "method_params": method_params,
@@ -119,6 +121,16 @@ class RunSettings(BaseModel):
             "weights": self.weights,
             "max_pixels": self.max_pixels,
         }
+
+
+def earlier_params(settings: RunSettings, params: str) -> set[str]:
+    """Params strings that earlier versions recorded for the same outputs, which resume
+    accepts so that an upgrade redoes nothing: `--masks auto` runs used to record the
+    hand-masks folder (none, or this run's), which the fingerprints now cover."""
+    if settings.task == "detect" or settings.masks != "auto":
+        return set()
+    current = json.loads(params)
+    return {params_json(current | {"hand_masks": folder}) for folder in (None, settings.hand_masks)}
 
 
 def params_json(params: dict[str, Any]) -> str:

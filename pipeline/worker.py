@@ -200,6 +200,8 @@ class Job:
             resize = settings.resize_masks or settings.mask is not None
             mask = decode_mask(mask_bytes, (photo.height, photo.width), settings.invert_mask,
                                resize, settings.max_pixels)
+            if settings.masks == "auto":  # a hand mask won over detection
+                found = autodetect.hand_mask_facts(mask_bytes)
         self.row |= found | {
             "input_sha256": hashlib.sha256(image_bytes + mask_bytes).hexdigest(),
             "width": photo.width,
