@@ -94,4 +94,11 @@ def tone_curve(pixels: np.ndarray) -> Tone | None:
             centres.append(float(np.median(luminance[members])))
     if not offsets:
         return None
+    # Black is neutral whatever the toning (no channel goes below 0 while their mean is 0),
+    # so below the darkest known pixels the curve fades to zero offset instead of keeping a
+    # cast. Above the lightest it keeps their offset: that is the paper's tone (a warm
+    # print's white is cream), and channels clip at 1.
+    if centres[0] > 0:
+        centres.insert(0, 0.0)
+        offsets.insert(0, np.zeros(3))
     return Tone("toned", np.asarray(offsets, np.float32), np.asarray(centres, np.float32))
