@@ -68,9 +68,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from matplotlib import cbook
-from PIL import Image
-from skimage import data
+from photos import load_photo
 
 from pipeline.damage import (
     SUPERSAMPLE,
@@ -101,10 +99,6 @@ TRAIN_PHOTOS = ("brick", "camera", "cell", "clock", "coins", "colorwheel", "gras
 # Held out of training, used only to pick the threshold: a face, a flag's stars and stripes,
 # a spacesuit's highlights; a pagoda's eaves and railings, a lake's glitter.
 HOLDOUT_PHOTOS = ("astronaut", "china")
-# A crowd drawn in tiny figures (every speck is picture), fluorescent nuclei on black (bright
-# blobs, like stars), a face.
-MAHOTAS_PHOTOS = {"department_store": "DepartmentStore.jpg", "nuclear": "nuclear.png",
-                  "luispedro": "luispedro.jpg"}
 EVAL_PHOTOS = ("chelsea", "coffee", "rocket", "hubble_deep_field", "retina",
                "immunohistochemistry")
 # Denser than a real print, so that each crop carries defects to learn from.
@@ -128,32 +122,6 @@ HOLDOUT_SIDE = 512
 # Synthetic skies for the extended held-out check (seeds no training run draws).
 EXTENDED_SKIES = (9001, 9002, 9003)
 CHECKPOINT_STEPS = 500
-
-
-def load_photo(name: str) -> np.ndarray:
-    """A photo as 8-bit RGB from a package that ships it: scikit-image by name, else
-    matplotlib, scikit-learn, PyWavelets or mahotas (`pip install .[train]`)."""
-    if name == "grace_hopper":
-        with cbook.get_sample_data("grace_hopper.jpg") as stream:
-            pixels = np.asarray(Image.open(stream).convert("RGB"))
-    elif name in ("china", "flower"):
-        from sklearn.datasets import load_sample_image
-
-        pixels = load_sample_image(f"{name}.jpg")
-    elif name in ("aero", "ascent"):
-        import pywt.data
-
-        pixels = getattr(pywt.data, name)().astype(np.uint8)
-    elif name in MAHOTAS_PHOTOS:
-        import mahotas.demos
-
-        path = Path(mahotas.demos.__file__).parent / "data" / MAHOTAS_PHOTOS[name]
-        pixels = np.asarray(Image.open(path).convert("RGB"))
-    else:
-        pixels = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
-    if pixels.dtype == bool:
-        pixels = pixels.astype(np.uint8) * 255
-    return pixels[..., :3] if pixels.ndim == 3 else np.dstack([pixels] * 3)
 
 
 def resized(rgb: np.ndarray, scale: float) -> np.ndarray:
