@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import tifffile
-from PIL import Image, JpegImagePlugin, PngImagePlugin
+from PIL import Image, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
 from pipeline import deepcolour, jpegsplice, tiffexif
 from pipeline.deepcolour import is_deep_colour, to_8bit
@@ -74,6 +74,8 @@ def open_checked(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageDecodeError("empty file (0 bytes)")
     try:
         image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:  # its own text shows the BytesIO object, not the file
+        raise ImageDecodeError("not a readable image (no image format Pillow knows)") from None
     except Exception as error:
         raise ImageDecodeError(f"not a readable image: {error}") from None
     pixels = image.width * image.height

@@ -35,7 +35,7 @@ def decode_mask(
         image = ImageOps.exif_transpose(image)
         gray = _to_gray8(image)
     except ImageDecodeError as error:
-        raise MaskError(f"mask {error}") from None
+        raise MaskError(f"mask: {error}") from None
     except Exception as error:
         raise MaskError(f"mask cannot be decoded: {error}") from None
     height, width = shape

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import posixpath
+import re
 import socket
 import sys
 import time
@@ -25,6 +26,9 @@ from pipeline.settings import RunSettings
 # Decoded pixels a worker holds at once to fill several photos together: past it, the
 # photos gathered so far are filled and written before the next is read.
 GROUP_PIXELS = 16_000_000
+# An object's repr inside a library's message, e.g. Pillow's "cannot identify image file
+# <_io.BytesIO object at 0x7ff6...>".
+_OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
 
 
 def error_kind(error: BaseException) -> str:
@@ -171,7 +175,7 @@ class Job:
             step(*args)
         except Exception as error:
             self.ready = False
-            self.row |= {"status": "failed", "error": _describe(error),
+            self.row |= {"status": "failed", "error": describe(error, self.row),
                          "error_kind": error_kind(error), "output_uri": None}
         self.seconds += time.perf_counter() - clock
 
@@ -230,9 +234,30 @@ class Job:
                      "loss": outcome.loss, "tone": outcome.tone}
 
 
-def _describe(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
-    return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"
+def describe(error: BaseException, row: dict[str, Any]) -> str:
+    """The `error` of a failed row: the file it concerns, then the reason in words.
+
+    The file is the mask for mask errors, the path an OS error names, the photo otherwise;
+    it is left out when the reason names it already. Our own errors (ValueError) say what
+    is wrong; the type of any other is kept, since it is a bug's or a library's. An
+    object's repr (`<_io.BytesIO object at 0x...>`) means nothing to a person: dropped.
+    """
+    if isinstance(error, FileNotFoundError):
+        reason = "not found"
+    elif isinstance(error, OSError) and error.strerror:
+        reason = error.strerror
+    else:
+        reason = str(error) or type(error).__name__
+        if not isinstance(error, ValueError):
+            reason = f"{type(error).__name__}: {reason}"
+    reason = _OBJECT_REPR.sub("", reason)
+    if isinstance(error, OSError) and isinstance(error.filename, str):
+        file = error.filename
+    elif isinstance(error, MaskError | NothingToConditionOn) and row["mask_uri"]:
+        file = row["mask_uri"]
+    else:
+        file = row["image_uri"]
+    return reason if posixpath.basename(file) in reason else f"{file}: {reason}"
 
 
 def _read_mask(item: Item, settings: RunSettings) -> bytes:
