@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from pipeline.discover import UsageError
-from pipeline.settings import DEFAULT_MAX_PIXELS, DEFAULT_METHOD, RunSettings
+from pipeline.settings import DEFAULT_MAX_PIXELS, DEFAULT_METHOD, RunSettings, describe_errors
 
 app = typer.Typer(
     help="Restore damaged photos at scale: inpainting on Ray, from any fsspec storage.",
@@ -69,10 +69,7 @@ def build_settings(**fields: Any) -> RunSettings:
     try:
         return RunSettings(**fields)
     except ValidationError as error:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()
-        )
-        fail_usage(problems)
+        fail_usage(describe_errors(error))
 
 
 class Reporter:
@@ -297,7 +294,11 @@ def report_command(
     Example: inpaint report restored/_manifest --out restored/_report --sample 24
     """
     from pipeline import report
+    from pipeline.settings import unknown_scheme
 
+    for uri in (manifest_uri, out):
+        if uri and unknown_scheme(uri):
+            fail_usage(unknown_scheme(uri))
     try:
         index = report.build(manifest_uri, out or report.default_out(manifest_uri), run_id=run,
                              storage_options=parse_storage_options(storage_options),

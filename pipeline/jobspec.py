@@ -19,7 +19,7 @@ from croniter import croniter
 from pydantic import ValidationError, field_validator
 
 from pipeline.discover import UsageError
-from pipeline.settings import RunSettings
+from pipeline.settings import RunSettings, names_credential
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,47}$")
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -59,10 +59,15 @@ class JobSpec(RunSettings):
         bad = sorted(v for v in value.values() if not _ENV_NAME.match(v))
         if bad:
             raise ValueError(f"values must be environment variable names, got {bad}")
-        try:  # the same no-credentials rule as inline storage options
-            RunSettings(images=".", out=".", storage_options=dict.fromkeys(value, ""))
-        except ValidationError as error:
-            raise ValueError(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        # The same no-credentials rule as inline storage options, for the option names and for
+        # the variables they read: `endpoint_url: AWS_SECRET_ACCESS_KEY` is a secret too.
+        offending = sorted(option if names_credential(option) else f"{option} from {name}"
+                           for option, name in value.items()
+                           if names_credential(option) or names_credential(name))
+        if offending:
+            raise ValueError(f"storage options may not carry credentials ({', '.join(offending)})"
+                             "; credentials come from the cluster's own chain (instance role, "
+                             "service account, its AWS_* variables)")
         return value
 
     @field_validator("address")
@@ -99,7 +104,11 @@ class JobSpec(RunSettings):
 
 def load(path: str | Path, overrides: Mapping[str, Any] | None = None) -> JobSpec:
     """Read a YAML spec; `overrides` (command-line options) replace the file's values."""
-    text = Path(path).read_text(encoding="utf-8")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else "not UTF-8 text"
+        raise SpecError(f"{path}: cannot read the job spec: {reason}") from None
     return parse(text, str(path), overrides)
 
 
@@ -126,7 +135,9 @@ def _check_method(spec: JobSpec, source: str, lines: Lines, overridden: set[str]
     except ValidationError as error:
         item = error.errors()[0]
         where = ".".join(str(part) for part in ("method_params", *item["loc"]))
-        problem = (where, item["msg"].removeprefix("Value error, "))
+        problem = (where, "unknown param (`inpaint methods` lists each method's params)"
+                   if item["type"] == "extra_forbidden" else
+                   item["msg"].removeprefix("Value error, "))
     except ValueError as error:
         problem = ("method_params", str(error))
     else:

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from pipeline import discover, manifest, storage
 from pipeline.discover import Item, UsageError
 from pipeline.methods import UnknownMethodError, resolve_params
-from pipeline.settings import RunSettings, earlier_params, params_json
+from pipeline.settings import RunSettings, describe_errors, earlier_params, params_json
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[dict[str, Any]], None]
@@ -66,6 +68,10 @@ def validate(settings: RunSettings, in_process: bool = False) -> str:
         method_params = resolve_params(settings.method, settings.method_params)
     except UnknownMethodError as error:
         raise UsageError(str(error)) from None
+    except ValidationError as error:  # one line, not pydantic's multi-line dump
+        raise UsageError(f"invalid params for method {settings.method!r}: "
+                         f"{describe_errors(error, unknown='unknown param')} (`inpaint "
+                         "methods` lists each method's params)") from None
     except ValueError as error:
         raise UsageError(f"invalid params for method {settings.method!r}: {error}") from None
     for uri in (settings.images, settings.out, settings.masks, settings.mask, settings.manifest):
@@ -74,7 +80,10 @@ def validate(settings: RunSettings, in_process: bool = False) -> str:
                 f"{uri}: memory:// lives inside one process and Ray workers cannot see it; "
                 "use pipeline.restore_items for in-process work, or a folder or bucket"
             )
-    discover.check_output_location(settings.images, settings.out, settings.storage_options)
+    try:
+        discover.check_output_location(settings.images, settings.out, settings.storage_options)
+    except ImportError as error:  # a backend not installed: "Install gcsfs to access ..."
+        raise UsageError(f"cannot open {settings.images}: {error}") from None
     return params_json(settings.output_params(method_params))
 
 

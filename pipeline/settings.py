@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import fsspec
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 OutputFormat = Literal["png", "jpeg", "tiff", "webp"]
 
@@ -69,13 +70,20 @@ class RunSettings(BaseModel):
             raise ValueError("must not be empty")
         return value
 
+    @field_validator("images", "out", "masks", "mask", "hand_masks", "manifest", "weights")
+    @classmethod
+    def _known_scheme(cls, value: str | None) -> str | None:
+        problem = unknown_scheme(value or "")
+        if problem:
+            raise ValueError(problem)
+        return value
+
     @field_validator("storage_options")
     @classmethod
     def _no_inline_secrets(cls, value: dict[str, Any]) -> dict[str, Any]:
         # Settings travel to workers, job specs and logs; credentials must come from the
         # provider's own chain (environment, profile, instance role), never from here.
-        secret_words = ("key", "secret", "token", "password", "credential", "sas")
-        offending = sorted(k for k in value if any(w in k.lower() for w in secret_words))
+        offending = credential_keys(value)
         if offending:
             raise ValueError(
                 f"storage options may not carry credentials ({', '.join(offending)}); "
@@ -131,6 +139,57 @@ def earlier_params(settings: RunSettings, params: str) -> set[str]:
         return set()
     current = json.loads(params)
     return {params_json(current | {"hand_masks": folder}) for folder in (None, settings.hand_masks)}
+
+
+def unknown_scheme(uri: str) -> str | None:
+    """Why fsspec cannot open `uri`'s scheme, or None; fsspec itself would raise "Protocol not
+    known" deep inside discovery, as a traceback."""
+    for part in uri.split("::"):  # chained URLs: simplecache::s3://...
+        scheme = fsspec.core.split_protocol(part)[0]
+        if scheme and scheme not in fsspec.available_protocols():
+            return (f"unknown URI scheme {scheme!r} in {uri!r} (fsspec knows file, s3, gs, az, "
+                    "http, memory, ...)")
+    return None
+
+
+# Parts of the option names fsspec backends take secrets under: s3fs key/secret/token and
+# client_kwargs.aws_secret_access_key/aws_session_token, gcsfs token, adlfs account_key/
+# sas_token/connection_string/client_secret/credential, HTTP headers.Authorization and auth.
+CREDENTIAL_WORDS = ("key", "secret", "token", "password", "passphrase", "credential", "creds",
+                    "sas", "auth", "cookie", "connection_string")
+
+
+def names_credential(name: str) -> bool:
+    return any(word in name.lower() for word in CREDENTIAL_WORDS)
+
+
+def credential_keys(options: Any, path: str = "") -> list[str]:
+    """Dotted paths of the keys, at any depth (mappings, and mappings in lists), that name a
+    credential; a nested `client_kwargs.aws_secret_access_key` is as much a secret as a
+    top-level one."""
+    found: list[str] = []
+    if isinstance(options, dict):
+        for key, value in options.items():
+            where = f"{path}.{key}" if path else str(key)
+            if names_credential(str(key)):
+                found.append(where)
+            else:
+                found += credential_keys(value, where)
+    elif isinstance(options, list | tuple):
+        for index, value in enumerate(options):
+            found += credential_keys(value, f"{path}[{index}]")
+    return sorted(found)
+
+
+def describe_errors(error: ValidationError, unknown: str = "unknown setting") -> str:
+    """A pydantic error as one line: `field: message; ...` (`unknown` for extra names)."""
+    problems = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = unknown
+        problems.append(f"{'.'.join(str(part) for part in item['loc'])}: {message}")
+    return "; ".join(problems)
 
 
 def params_json(params: dict[str, Any]) -> str:

@@ -116,6 +116,10 @@ def test_limit_processes_only_the_first_items(archive, local_ray):
         (["--format", "gif"], "output_format"),
         (["--storage-options", "{not json"], "not valid JSON"),
         (["--storage-options", '{"secret": "x"}'], "may not carry credentials"),
+        (["--storage-options", '{"client_kwargs": {"aws_secret_access_key": "x"}}'],
+         "may not carry credentials (client_kwargs.aws_secret_access_key)"),
+        (["--param", "nosuch=1"], "invalid params for method 'telea': nosuch: unknown param"),
+        (["--out", "nosuch://x"], "unknown URI scheme 'nosuch'"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(archive, change, message):
@@ -128,7 +132,34 @@ def test_usage_errors_exit_2_with_one_line(archive, change, message):
     result = inpaint(*args)
     assert result.exit_code == 2, result.output
     assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
     assert not (archive["out"] / "_manifest").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "nosuch://x", "--out", "OUT", "--mask", "m.png"],
+         "error: images: unknown URI scheme 'nosuch' in 'nosuch://x'"),
+        (["detect", "nosuch://x", "--out", "OUT"], "unknown URI scheme 'nosuch'"),
+        (["report", "nosuch://x/_manifest"], "unknown URI scheme 'nosuch'"),
+        (["submit", "missing.yaml"],
+         "error: missing.yaml: cannot read the job spec: No such file or directory"),
+        (["submit", "--images", "nosuch://x", "--out", "OUT", "--method", "telea"],
+         "command line: --images: unknown URI scheme 'nosuch'"),
+        (["submit", "--images", "a", "--out", "OUT", "--method", "telea", "-p", "nosuch=1"],
+         "command line: method_params.nosuch: unknown param"),
+    ],
+)
+def test_usage_errors_of_every_command_are_one_line_and_exit_2(tmp_path, monkeypatch, args,
+                                                                message):
+    monkeypatch.chdir(tmp_path)  # missing.yaml is missing here
+    monkeypatch.setenv("RAY_ADDRESS", "http://127.0.0.1:9")  # never reached: found before
+    result = inpaint(*[str(tmp_path / "out") if a == "OUT" else a for a in args])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [result.output.strip()]  # one line
+    assert message in result.output
+    assert "Traceback" not in result.output
 
 
 def test_missing_images_is_a_usage_error(tmp_path):

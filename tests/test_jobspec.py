@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from jobs import restore
 from pipeline import jobspec
@@ -143,3 +144,39 @@ def test_methods_and_their_params_are_checked_before_anything_is_submitted():
         "spec.yaml:5: method_params.radius: Input should be greater than 0"]
     assert errors_of("images: a\nout: b\n", {"method": "nope"})[0].startswith(
         "command line: method: unknown method 'nope'")
+
+
+def test_credentials_nested_at_any_depth_are_refused_by_their_path():
+    nested = ("images: a\nout: b\nstorage_options:\n  endpoint_url: http://x\n"
+              "  client_kwargs:\n    region_name: eu\n    aws_secret_access_key: hunter2\n"
+              "  config_kwargs:\n    s3: {addressing_style: path}\n")
+    (error,) = errors_of(nested)
+    assert error.startswith("spec.yaml:3: storage_options: storage options may not carry "
+                            "credentials (client_kwargs.aws_secret_access_key)")
+    assert "hunter2" not in error
+    for options in ({"account_key": "x"}, {"sas_token": "x"}, {"connection_string": "x"},
+                    {"token": "x"}, {"password": "x"}, {"headers": {"Authorization": "x"}},
+                    {"a": [{"b": {"client_secret": "x"}}]}):
+        with pytest.raises(ValidationError, match="may not carry credentials"):
+            JobSpec(images="a", out="b", storage_options=options)
+    fine = JobSpec(images="a", out="b", storage_options={
+        "endpoint_url": "http://x", "anon": False, "client_kwargs": {"region_name": "eu"}})
+    assert fine.storage_options["client_kwargs"] == {"region_name": "eu"}
+
+
+def test_a_reference_to_a_secret_variable_is_refused_too():
+    assert errors_of("images: a\nout: b\nstorage_options_env:\n"
+                     "  endpoint_url: AWS_SECRET_ACCESS_KEY\n")[0].startswith(
+        "spec.yaml:3: storage_options_env: storage options may not carry credentials "
+        "(endpoint_url from AWS_SECRET_ACCESS_KEY)")
+
+
+def test_a_missing_spec_file_and_an_unknown_scheme_are_one_line_errors(tmp_path):
+    with pytest.raises(SpecError) as missing:
+        jobspec.load(tmp_path / "missing.yaml")
+    assert str(missing.value) == (f"{tmp_path / 'missing.yaml'}: cannot read the job spec: "
+                                  "No such file or directory")
+    assert errors_of("images: a\nout: nosuch://bucket/out\n") == [
+        "spec.yaml:2: out: unknown URI scheme 'nosuch' in 'nosuch://bucket/out' (fsspec knows "
+        "file, s3, gs, az, http, memory, ...)"]
+    assert jobspec.parse("images: simplecache::s3://a/in\nout: b\n", "s.yaml").images
