@@ -7,6 +7,7 @@ skipped, 1 some item failed, 2 a usage or configuration error found before any w
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import logging
@@ -359,19 +360,23 @@ def submit_command(**options: Any) -> None:
     its values. A spec with a `schedule` gets the submission id NAME-SLOT, so a retried cron
     submission starts nothing new and reports the job it started before. --wait follows the
     logs, then exits 0 if the job succeeded, 1 if items failed, 2 on a configuration error,
-    3 if it was stopped.
+    3 if it was stopped. A cluster that answers "try again later" (a head still starting) is
+    retried for --wait-for-cluster seconds, then the exit status is 4.
 
     Example: inpaint submit jobs/restore-archive.yaml --address http://127.0.0.1:8265 --wait
     """
     from pipeline import jobspec
+    from pipeline.cluster import EXIT_NOT_READY, Cluster, ClusterNotReady, Patience, resolve_address
 
     spec_path, address = options.pop("spec"), options.pop("address")
     wait, submission_id = options.pop("wait"), options.pop("submission_id")
+    wait_for_cluster = options.pop("wait_for_cluster")
     try:
         overrides = given_run_fields(options)
         spec = (jobspec.load(spec_path, overrides) if spec_path
                 else jobspec.parse("", "command line", overrides))
-        target = _cluster(address)
+        patience = Patience(wait_for_cluster, resolve_address(address), _note)
+        target = Cluster(address, patience)
         submitted = target.submit(spec, submission_id)
         if submitted.created:
             _note(f"submitted {submitted.job_id}; follow it with `inpaint logs "
@@ -384,6 +389,9 @@ def submit_command(**options: Any) -> None:
             _follow_to_exit(target, submitted.job_id)
     except UsageError as error:
         fail_usage(str(error))
+    except ClusterNotReady as error:
+        err.print(f"[bold red]error:[/] {error}", highlight=False, markup=True, soft_wrap=True)
+        raise typer.Exit(EXIT_NOT_READY) from None
 
 
 submit_command.__signature__ = inspect.Signature([
@@ -401,6 +409,12 @@ submit_command.__signature__ = inspect.Signature([
                       annotation=Annotated[str | None, typer.Option(
                           help="Job id to use (default: NAME-SLOT for a scheduled spec, "
                                "else NAME-TIME-RANDOM); an id used before starts nothing.")]),
+    inspect.Parameter("wait_for_cluster", inspect.Parameter.KEYWORD_ONLY, default=60.0,
+                      annotation=Annotated[float, typer.Option(
+                          min=0, metavar="SECONDS",
+                          help="How long to retry a cluster that answers 'try again later' "
+                               "(starting head: no job agent yet, 502/503/504, connection "
+                               "refused); then exit 4.")]),
 ])
 app.command("submit")(submit_command)
 
@@ -434,13 +448,25 @@ def status_command(job: JobArgument, address: AddressOption = None) -> None:
 
     Example: inpaint status restore-archive-20261125T0300Z --address http://127.0.0.1:8265
     """
+    from pipeline.cluster import version_mismatches
+
     try:
-        info = _cluster(address).info(job)
+        target = _cluster(address)
+        info = target.info(job)
     except UsageError as error:
         fail_usage(str(error))
+    metadata = info.metadata or {}
+    submitted_with = (f"inpaint {metadata['inpaint_version']}, Ray "
+                      f"{metadata.get('inpaint_ray_version', '?')}"
+                      if "inpaint_version" in metadata else "unknown (no inpaint_version in "
+                      "the job's metadata)")
     Console().print(f"{job}: {info.status}\nstarted: {_when(info.start_time)} UTC\n"
-                    f"ended: {_when(info.end_time)} UTC\nmessage: {_first_line(info.message)}",
+                    f"ended: {_when(info.end_time)} UTC\nmessage: {_first_line(info.message)}\n"
+                    f"submitted with: {submitted_with}\n"
+                    f"cluster: Ray {target.ray_version or 'unknown'}",
                     highlight=False, markup=False)
+    for problem in version_mismatches(metadata, target.ray_version):
+        _note(f"version mismatch: {problem}")
 
 
 @app.command("logs")
@@ -505,6 +531,29 @@ def jobs_command(
     if not out.is_terminal:  # whole ids in pipes and logs, where rich would assume 80 columns
         out = Console(width=200)
     out.print(table)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from pipeline.cluster import versions
+
+        found = versions()
+        with contextlib.suppress(ImportError):  # its own string names the build: +cu130, +cpu
+            import torch
+
+            found["torch"] = torch.__version__
+        typer.echo(f"inpaint {found['inpaint']}\nray {found['ray']}\ntorch {found['torch']}\n"
+                   f"python {sys.version.split()[0]}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _options(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_print_version,
+                                          help="Print the versions of inpaint, Ray, torch "
+                                               "and Python, and exit.")] = False,
+) -> None:
+    """Restore damaged photos at scale: inpainting on Ray, from any fsspec storage."""
 
 
 def main() -> None:

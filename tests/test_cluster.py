@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 from pipeline import cluster, jobspec
 from pipeline.cli import app
+from tests.jobsapi import RAY_VERSION, JobsApi, job_details
 from tests.s3server import ACCESS_KEY_ID, SECRET_ACCESS_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,38 +52,55 @@ def stop_process_group(group: int) -> None:
         time.sleep(grace)
 
 
+class Head:
+    """A Ray head on 127.0.0.1 in token mode, in its own process group and temp dir; the
+    token and ports are chosen before it starts, so a client can be pointed at it first."""
+
+    def __init__(self, s3_server):
+        self.workdir = Path(tempfile.mkdtemp(prefix="rayc-", dir="/tmp"))  # short: sockets
+        self.token_path = self.workdir / "token"
+        self.token_path.write_text(secrets.token_hex(32))
+        self.token_path.chmod(0o600)
+        self.token = self.token_path.read_text()
+        self.gcs, dashboard, self.client_port, self.agent = free_ports(4)
+        self.address = f"http://127.0.0.1:{dashboard}"
+        endpoint, _ = s3_server
+        self.env = {name: value for name, value in os.environ.items()
+                    if not name.startswith(("RAY_", "AWS_"))}
+        self.env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(self.token_path),
+                        AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID=ACCESS_KEY_ID,
+                        AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY,
+                        AWS_DEFAULT_REGION="us-east-1", RAY_DATA_DISABLE_PROGRESS_BARS="1")
+        self.starter: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        command = ["ray", "start", "--head", "--node-ip-address", "127.0.0.1",
+                   "--dashboard-host", "127.0.0.1", "--port", str(self.gcs),
+                   "--dashboard-port", self.address.rsplit(":", 1)[1],
+                   "--ray-client-server-port", str(self.client_port),
+                   "--dashboard-agent-listen-port", str(self.agent), "--num-cpus", "2",
+                   "--temp-dir", str(self.workdir / "ray"), "--disable-usage-stats"]
+        log = self.workdir / "start.log"
+        with log.open("wb") as sink:
+            self.starter = subprocess.Popen(command, env=self.env, stdout=sink,
+                                            stderr=subprocess.STDOUT, start_new_session=True)
+        if self.starter.wait(timeout=90) != 0:
+            pytest.fail(f"ray start failed:\n{log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.starter is not None:
+            stop_process_group(self.starter.pid)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
 def ray_head(s3_server):
-    """A Ray head on 127.0.0.1 in token mode, in its own process group and temp dir."""
-    workdir = Path(tempfile.mkdtemp(prefix="rayc-", dir="/tmp"))  # short: socket paths
-    token_path = workdir / "token"
-    token_path.write_text(secrets.token_hex(32))
-    token_path.chmod(0o600)
-    gcs, dashboard, client, agent = free_ports(4)
-    endpoint, _ = s3_server
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("RAY_", "AWS_"))}
-    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token_path),
-               AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID=ACCESS_KEY_ID,
-               AWS_SECRET_ACCESS_KEY=SECRET_ACCESS_KEY, AWS_DEFAULT_REGION="us-east-1",
-               RAY_DATA_DISABLE_PROGRESS_BARS="1")
-    command = ["ray", "start", "--head", "--node-ip-address", "127.0.0.1",
-               "--dashboard-host", "127.0.0.1", "--port", str(gcs),
-               "--dashboard-port", str(dashboard), "--ray-client-server-port", str(client),
-               "--dashboard-agent-listen-port", str(agent), "--num-cpus", "2",
-               "--temp-dir", str(workdir / "ray"), "--disable-usage-stats"]
-    log = workdir / "start.log"
-    with log.open("wb") as sink:
-        starter = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
+    head = Head(s3_server)
     try:
-        if starter.wait(timeout=90) != 0:
-            pytest.fail(f"ray start failed:\n{log.read_text()[-3000:]}")
-        yield {"address": f"http://127.0.0.1:{dashboard}", "token_path": token_path,
-               "token": token_path.read_text()}
+        head.start()
+        yield {"address": head.address, "token_path": head.token_path, "token": head.token}
     finally:
-        stop_process_group(starter.pid)
-        shutil.rmtree(workdir, ignore_errors=True)
+        head.stop()
 
 
 @pytest.fixture
@@ -200,6 +218,79 @@ def test_missing_or_wrong_token_gives_a_clear_message(ray_head, monkeypatch, tmp
     assert wrong not in rejected.output and ray_head["token"] not in rejected.output
 
 
+def quick_spec(tmp_path: Path, name: str) -> Path:
+    """A spec whose job ends at once (its images are missing): these tests are about
+    getting a job submitted, not about running it."""
+    spec = tmp_path / f"{name}.yaml"
+    spec.write_text(f"name: {name}\nimages: {tmp_path}/nowhere\nout: {tmp_path}/out\n"
+                    "method: telea\n")
+    return spec
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_submit_waits_out_a_head_whose_job_agent_is_not_up_yet(cli, ray_head, tmp_path):
+    with JobsApi(upstream=ray_head["address"]) as head:
+        # What a head answers while its job agent starts, twice; then the head itself.
+        head.refuse("POST", "/api/jobs/", [(500, "No available agent to submit job, please "
+                                                 "try again later.")] * 2)
+        result = CliRunner().invoke(app, ["submit", str(quick_spec(tmp_path, "agent")),
+                                          "--address", head.url])
+        assert result.exit_code == 0, result.output
+        assert result.stderr.count("is not ready (No available agent to submit job, please "
+                                   "try again later); waiting for it") == 2
+        assert head.count("POST", "/api/jobs/") == 3
+    job_id = result.stdout.splitlines()[0]
+    assert f"submitted {job_id}" in result.stderr
+    assert cli("status", job_id).exit_code == 0  # the real head has it, once
+    assert cli("jobs").stdout.count(job_id) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_a_retry_after_a_submission_that_reached_the_cluster_starts_nothing_new(
+        cli, ray_head, tmp_path):
+    with JobsApi(upstream=ray_head["address"]) as head:
+        # The head takes the job, but its answer is lost (a proxy's 502 on the way back).
+        head.refuse("POST", "/api/jobs/", [(502, "Bad Gateway", True)])
+        result = CliRunner().invoke(app, ["submit", str(quick_spec(tmp_path, "lost")),
+                                          "--address", head.url])
+        assert result.exit_code == 0, result.output
+        assert "is not ready (HTTP 502); waiting for it" in result.stderr
+        assert head.count("POST", "/api/jobs/") == 1  # the retry found the job
+    job_id = result.stdout.splitlines()[0]
+    assert head.count("GET", f"/api/jobs/{job_id}") == 2  # looked up before each try
+    assert cli("jobs").stdout.count(job_id) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.cluster
+def test_submit_right_after_ray_start_waits_for_the_head(s3_server, tmp_path):
+    head = Head(s3_server)
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("RAY_", "AWS_"))}
+    env["RAY_AUTH_TOKEN_PATH"] = str(head.token_path)
+    submit = subprocess.Popen(
+        ["inpaint", "submit", str(quick_spec(tmp_path, "early")), "--address", head.address,
+         "--wait-for-cluster", "240"],
+        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = submit.stderr.readline()  # submitted before the head exists: it waits
+        assert "is not ready (connection refused); waiting for it" in first, first
+        head.start()
+        stdout, stderr = submit.communicate(timeout=240)
+        assert submit.returncode == 0, first + stderr
+        job_id = stdout.splitlines()[0]
+        assert f"submitted {job_id}" in stderr
+        status = subprocess.run(["inpaint", "status", job_id, "--address", head.address],
+                                env=env, capture_output=True, text=True, timeout=120)
+        assert status.returncode == 0, status.stderr
+        assert f"submitted with: inpaint {cluster.versions()['inpaint']}" in status.stdout
+    finally:
+        submit.kill()
+        head.stop()
+
+
 def test_unreachable_cluster_says_how_to_reach_one(monkeypatch):
     monkeypatch.setenv("RAY_AUTH_TOKEN", secrets.token_hex(32))
     (port,) = free_ports(1)
@@ -230,3 +321,145 @@ def test_gpu_requests_reach_the_actors_not_the_driver():
     assert '"gpus_per_worker":1.0' in request["entrypoint"]
     assert request["runtime_env"]["working_dir"] == str(ROOT)
     assert ".git" in request["runtime_env"]["excludes"]
+
+
+# Which server a client talks to, and what reaches it: loopback stand-ins for the Jobs API.
+
+@pytest.fixture
+def no_address_variables(monkeypatch):
+    for name in ("RAY_ADDRESS", "RAY_API_SERVER_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
+        monkeypatch.delenv(name, raising=False)
+    token = secrets.token_hex(16)
+    monkeypatch.setenv("RAY_AUTH_TOKEN", token)
+    return f"Bearer {token}"
+
+
+def test_an_explicit_address_beats_the_environment_and_only_it_gets_the_token(
+        no_address_variables, monkeypatch):
+    with JobsApi() as named, JobsApi() as from_ray_address, JobsApi() as from_api_variable:
+        monkeypatch.setenv("RAY_ADDRESS", from_ray_address.url)
+        monkeypatch.setenv("RAY_API_SERVER_ADDRESS", from_api_variable.url)
+        result = CliRunner().invoke(app, ["jobs", "--address", named.url])
+        assert result.exit_code == 0, result.output
+        assert named.seen and {s.authorization for s in named.seen} == {no_address_variables}
+        assert from_ray_address.seen == [] and from_api_variable.seen == []
+        # the environment still counts when --address is not given, in the README's order
+        assert CliRunner().invoke(app, ["jobs"]).exit_code == 0
+        assert from_api_variable.seen and from_ray_address.seen == []
+        monkeypatch.delenv("RAY_API_SERVER_ADDRESS")
+        assert CliRunner().invoke(app, ["jobs"]).exit_code == 0
+        assert from_ray_address.seen
+    # an explicit address that is down is the one named, and the environment's is not tried
+    with JobsApi() as elsewhere:
+        monkeypatch.setenv("RAY_ADDRESS", elsewhere.url)
+        (port,) = free_ports(1)
+        down = CliRunner().invoke(app, ["status", "x", "--address", f"http://127.0.0.1:{port}"])
+        assert down.exit_code == 2
+        assert f"cannot reach the Ray Jobs API at http://127.0.0.1:{port}" in down.stderr
+        assert elsewhere.seen == []
+
+
+def test_with_no_address_at_all_the_readme_default_is_tried_and_named(no_address_variables):
+    assert cluster.DEFAULT_ADDRESS == "http://127.0.0.1:8265"
+    assert "`http://127.0.0.1:8265`" in (ROOT / "README.md").read_text()
+    try:
+        default = JobsApi(port=8265)
+    except OSError:
+        pytest.skip("port 8265 is taken on this machine (a local Ray dashboard?)")
+    with default:
+        result = CliRunner().invoke(app, ["jobs"])
+        assert result.exit_code == 0, result.output
+        assert default.count("GET", "/api/jobs/") == 1
+        assert {s.authorization for s in default.seen} == {no_address_variables}
+    down = CliRunner().invoke(app, ["jobs"])
+    assert "cannot reach the Ray Jobs API at http://127.0.0.1:8265" in down.stderr
+
+
+@pytest.mark.parametrize("options", [
+    "storage_options:\n  client_kwargs:\n    aws_secret_access_key: hunter2\n",
+    "storage_options:\n  config_kwargs:\n    s3:\n      aws_session_token: hunter2\n",
+    "storage_options:\n  account_name: a\n  connection_string: hunter2\n",
+    "storage_options:\n  headers:\n    Authorization: Bearer hunter2\n",
+    "storage_options:\n  layers:\n    - {sas_token: hunter2}\n",
+    "storage_options_env:\n  client_secret: AZURE_CLIENT_SECRET\n",
+    "storage_options_env:\n  endpoint_url: AWS_SECRET_ACCESS_KEY\n",
+])
+def test_credentials_in_storage_options_are_refused_before_anything_is_sent(
+        no_address_variables, tmp_path, options):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"name: nested\nimages: s3://a/in\nout: s3://a/out\nmethod: telea\n{options}")
+    with JobsApi() as api:
+        result = CliRunner().invoke(app, ["submit", str(spec), "--address", api.url])
+        assert result.exit_code == 2, result.output
+        assert "may not carry credentials" in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert "hunter2" not in result.output
+        assert api.seen == []
+
+
+def test_submit_gives_up_on_a_cluster_that_stays_not_ready_with_its_own_status(
+        no_address_variables):
+    args = ["submit", "--images", "s3://a/in", "--out", "s3://a/out", "--method", "telea",
+            "--wait-for-cluster", "2"]
+    with JobsApi() as api:  # a load balancer whose backend (the head) is not up
+        api.refuse("GET", "/api/version", [(503, "no healthy upstream")] * 100)
+        result = CliRunner().invoke(app, [*args, "--address", api.url])
+        assert result.exit_code == cluster.EXIT_NOT_READY == 4, result.output
+        assert "is not ready (HTTP 503); waiting for it" in result.stderr
+        assert f"error: the Ray cluster at {api.url} was not ready after 2 s" in result.stderr
+        assert api.count("GET", "/api/version") >= 2  # it did try again
+        assert api.count("POST", "/api/jobs/") == 0
+    (port,) = free_ports(1)  # nothing listening yet: a head whose dashboard is not up
+    refused = CliRunner().invoke(app, [*args, "--address", f"http://127.0.0.1:{port}"])
+    assert refused.exit_code == 4, refused.output
+    assert "not ready (connection refused)" in refused.stderr
+    assert "ray dashboard cluster.yaml" in refused.stderr  # still says how to reach one
+
+
+def test_answers_that_are_not_try_again_later_are_not_retried(no_address_variables):
+    with JobsApi() as api:
+        api.refuse("GET", "/api/version", [(400, "bad request")])
+        result = CliRunner().invoke(app, ["submit", "--images", "a", "--out", "b", "--method",
+                                          "telea", "--address", api.url])
+        assert result.exit_code == 2, result.output
+        assert "the Jobs API at" in result.stderr and "failed" in result.stderr
+        assert api.count("GET", "/api/version") == 1
+
+
+def test_status_shows_the_versions_and_a_client_cluster_mismatch(no_address_variables):
+    ours = cluster.versions()
+    matching = job_details("same", metadata={"inpaint_version": ours["inpaint"],
+                                             "inpaint_ray_version": ours["ray"]})
+    older = job_details("older", metadata={"inpaint_version": "0.0.1",
+                                           "inpaint_ray_version": "2.58.0"})
+    with JobsApi(jobs={"same": matching, "older": older}) as api:
+        same = CliRunner().invoke(app, ["status", "same", "--address", api.url])
+        assert same.exit_code == 0, same.output
+        assert f"submitted with: inpaint {ours['inpaint']}, Ray {ours['ray']}" in same.stdout
+        assert f"cluster: Ray {RAY_VERSION}" in same.stdout
+        assert "mismatch" not in same.output
+        other = CliRunner().invoke(app, ["status", "older", "--address", api.url])
+        assert other.exit_code == 0, other.output
+        assert ("version mismatch: the job was submitted with Ray 2.58.0, the cluster runs "
+                f"Ray {RAY_VERSION}") in other.stderr
+        assert f"the job runs inpaint 0.0.1 (the code it was submitted with), this client is " \
+               f"inpaint {ours['inpaint']}" in other.stderr
+
+
+def test_version_prints_the_package_ray_and_torch_versions():
+    import ray
+    import torch
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[:3] == [f"inpaint {cluster.versions()['inpaint']}", f"ray {ray.__version__}",
+                         f"torch {torch.__version__}"]
+    assert "inpaint --version" in (ROOT / "README.md").read_text()
+
+
+def test_submissions_carry_the_client_version_in_their_metadata():
+    spec = jobspec.parse("name: v\nimages: a\nout: b\n", "s.yaml")
+    metadata = cluster.submit_request(spec, "v-1")["metadata"]
+    assert metadata["inpaint_version"] == cluster.versions()["inpaint"] != "not installed"
+    assert metadata["inpaint_ray_version"] == cluster.versions()["ray"]
