@@ -103,3 +103,42 @@ def test_cronjob_submits_the_shipped_spec_on_its_schedule_with_the_token_from_a_
     assert parsed["wait"] and parsed["gpus_per_worker"] == 1
     assert [env["name"] for env in container["env"]] == ["RAY_AUTH_TOKEN"]
     assert "secretKeyRef" in container["env"][0]["valueFrom"]
+
+
+def test_networkpolicy_lets_submitters_reach_the_jobs_api_and_ray_pods_only_ray_ports():
+    documents = deploy_documents("cronjob.yaml")
+    policy, head = documents["NetworkPolicy"]["spec"], documents["RayCluster"]["spec"]
+    assert policy["podSelector"]["matchLabels"] == {"ray.io/cluster": "inpaint",
+                                                    "ray.io/node-type": "head"}
+    assert documents["RayCluster"]["metadata"]["name"] == "inpaint"
+    assert head["authOptions"] == {"mode": "token"}
+    assert policy["policyTypes"] == ["Ingress"]
+
+    def reachable(rule) -> set[int]:
+        ports = set()
+        for entry in rule["ports"]:  # a rule without ports would open every port
+            assert entry["protocol"] == "TCP"
+            ports |= set(range(entry["port"], entry.get("endPort", entry["port"]) + 1))
+        return ports
+
+    rules = {tuple(sorted(rule["from"][0]["podSelector"]["matchLabels"].items())): rule
+             for rule in policy["ingress"]}
+    assert all(len(rule["from"]) == 1 for rule in policy["ingress"])
+    submitters = rules.pop((("app", "inpaint-submit"),))
+    assert reachable(submitters) == {8265}
+    cron = documents["CronJob"]["spec"]["jobTemplate"]["spec"]["template"]
+    assert cron["metadata"]["labels"] == {"app": "inpaint-submit"}  # the pods the rule names
+    (ray_pods,) = rules.values()
+    assert ray_pods["from"][0]["podSelector"]["matchLabels"] == {"ray.io/cluster": "inpaint"}
+    # What Ray's own pods need of the head, fixed on the head so the policy can name it:
+    params = head["headGroupSpec"]["rayStartParams"]
+    needed = {int(params.get("port", 6379)), int(params["node-manager-port"]),
+              int(params["object-manager-port"]),
+              *range(int(params["min-worker-port"]), int(params["max-worker-port"]) + 1)}
+    assert reachable(ray_pods) == needed
+    assert 8265 not in reachable(ray_pods) and 10001 not in reachable(ray_pods)  # nor ray://
+    assert params["dashboard-host"] == "0.0.0.0"  # what the policy is there to guard
+    readme = (CONFIG.parent / "README.md").read_text()
+    assert "lets only the submitter pods reach port 8265" in readme
+    for port in ("6379", "6380", "6381", "10002-10199"):
+        assert port in readme
