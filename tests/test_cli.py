@@ -174,3 +174,13 @@ def test_every_command_has_help_with_an_example():
         result = inpaint(name, "--help")
         assert result.exit_code == 0, name
         assert "Example" in (command.help or ""), f"{name} help has no example"
+
+
+def test_submit_takes_every_option_of_run_but_dry_run():
+    # What the README says of `inpaint submit`.
+    import typer
+
+    commands = typer.main.get_command(app).commands
+    options = {name: {p.name for p in commands[name].params if p.param_type_name == "option"}
+               for name in ("run", "submit")}
+    assert options["run"] - options["submit"] == {"dry_run"}

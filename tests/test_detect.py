@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 
 import cv2
 import numpy as np
@@ -16,7 +17,10 @@ from pipeline.detect import (
     count_defects,
     detect,
     detector_names,
+    gray_float,
     read_infrared,
+    shifted,
+    tophat_response,
 )
 from pipeline.methods import inpaint
 from tests.conftest import small_photo
@@ -31,9 +35,10 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 # Dust is the hard kind: a speck 1-4 px across on fur looks like the fur's own glints. On this
 # example the shipped net finds 66% of the speck pixels, and over a third of what it flags
-# there is fur (see benchmarks/results/detect.md for the full picture).
+# there is fur (see benchmarks/results/detect.md for the full picture); every scratch and hair
+# pixel is found, and nothing else (measured 1.00 / 1.00). Thresholds sit just below.
 @pytest.mark.parametrize(("kind", "recall", "precision"),
-                         [("scratch", 0.9, 0.9), ("hair", 0.9, 0.9), ("dust", 0.5, 0.4)])
+                         [("scratch", 0.97, 0.97), ("hair", 0.97, 0.97), ("dust", 0.6, 0.55)])
 def test_each_kind_of_defect_is_found(kind, recall, precision):
     # chelsea: fur, whiskers and eyes, the kind of detail a naive filter takes for damage.
     photo = small_photo("chelsea", 384)
@@ -48,7 +53,7 @@ def test_fine_detail_without_damage_comes_back_nearly_untouched():
     # Whiskers, fur and an eye's highlights look like scratches and dust to a naive filter.
     photo = small_photo("chelsea", 384)
     found = detect(photo)
-    assert found.damage_fraction <= 0.005
+    assert found.damage_fraction <= 0.0005  # measured: nothing flagged
     restored = inpaint(photo, found.mask, "telea") if found.mask.any() else photo
     assert psnr(restored, photo) > 45
 
@@ -91,8 +96,13 @@ def test_the_naive_baseline_flags_far_more_of_a_clean_photo():
 
 def test_sensitivity_trades_found_damage_for_flagged_pixels():
     damage = add_damage(small_photo("rocket", 256), seed=3)
-    flagged = [detect(damage.image, sensitivity=s).mask.sum() for s in (0.2, 0.5, 0.8)]
+    masks = [detect(damage.image, sensitivity=s).mask for s in (0.2, 0.5, 0.8)]
+    flagged = [mask.sum() for mask in masks]
     assert flagged[0] <= flagged[1] <= flagged[2] and flagged[0] < flagged[2]
+    # Measured: precision 1.00 at 0.2, F1 0.92 at the default, recall 0.99 at 0.8.
+    scores = [mask_scores(mask, damage.mask) for mask in masks]
+    assert scores[0]["precision"] >= 0.95 and scores[1]["f1"] >= 0.85
+    assert scores[2]["recall"] >= 0.95
     with pytest.raises(ValueError, match="sensitivity"):
         detect(damage.image, sensitivity=1.5)
 
@@ -128,7 +138,7 @@ def test_infrared_channel_of_an_rgbi_tiff_gives_the_mask():
     assert infrared is not None and infrared.shape == damage.mask.shape
     found = detect(damage.image, infrared=infrared)
     assert found.detector == "infrared"
-    assert mask_scores(found.mask, damage.mask)["f1"] >= 0.8
+    assert mask_scores(found.mask, damage.mask)["f1"] >= 0.95  # measured 1.00
     # A clean frame's IR is flat: nothing to flag.
     clean = add_damage(small_photo("chelsea", 256), seed=4, kinds=())
     assert detect(clean.image, "infrared", infrared=synthetic_infrared(clean)).mask.mean() < 1e-3
@@ -168,3 +178,33 @@ def test_sixteen_bit_and_grey_photos_are_handled():
     assert np.array_equal(deep, detect(damage.image).mask)
     grey = cv2.cvtColor(damage.image, cv2.COLOR_RGB2GRAY)
     assert detect(grey).mask.shape == grey.shape
+
+
+def test_sensitivity_halves_the_learned_odds_per_tenth():
+    # What the README says of `learned`: each 0.1 above 0.5 halves the odds asked for.
+    threshold = 0.3
+    odds = [shifted(threshold, s) / (1 - shifted(threshold, s)) for s in (0.3, 0.4, 0.5, 0.6)]
+    assert odds[2] == pytest.approx(threshold / (1 - threshold))
+    assert [a / b for a, b in itertools.pairwise(odds)] == pytest.approx([2, 2, 2])
+
+
+def test_sensitivity_moves_the_infrared_and_tophat_thresholds_linearly():
+    # What the README says: on a flat IR frame the threshold is its floor, 0.09 - 0.08 x
+    # sensitivity (of full scale): specks 5, 15 and 26 levels deep are flagged from
+    # sensitivity 1, 0.5 and 0 on.
+    infrared = np.full((96, 96), 200, np.uint8)
+    specks = {5: (20, 20), 15: (20, 70), 26: (70, 45)}
+    for depth, (row, column) in specks.items():
+        infrared[row - 1:row + 2, column - 1:column + 2] -= depth
+    photo = np.full((96, 96, 3), 128, np.uint8)
+    for sensitivity, found in ((0.0, {26}), (0.5, {15, 26}), (1.0, {5, 15, 26})):
+        mask = detect(photo, "infrared", sensitivity, infrared=infrared).mask
+        assert {depth for depth, at in specks.items() if mask[at]} == found, sensitivity
+    # tophat: (6 - 4 x sensitivity) robust spreads above the median response.
+    response = tophat_response(gray_float(small_photo("coffee", 96)))
+    median = np.median(response)
+    spread = max(1.4826 * np.median(np.abs(response - median)), 1e-3)
+    for sensitivity in (0.0, 0.5, 1.0):
+        expected = response > median + (6 - 4 * sensitivity) * spread
+        assert np.array_equal(detect(small_photo("coffee", 96), "tophat", sensitivity).mask,
+                              expected)

@@ -275,3 +275,17 @@ def test_report_of_a_real_run_in_chromium(archive):
     assert "broken.jpg" in failed_text and "decode" in failed_text
     assert outline_hidden
     assert all(url.startswith("file://") for url in requests), requests
+
+
+@pytest.mark.slow
+def test_a_run_that_resume_skips_entirely_writes_no_report(archive):
+    # What the README says: a run writes its report when it records at least one item.
+    arguments = ["run", str(archive["images"]), "--masks", str(archive["masks"]), "--out",
+                 str(archive["out"]), "--method", "telea"]
+    assert CliRunner().invoke(app, arguments).exit_code == 0
+    report = archive["out"] / "_report"
+    assert (report / "index.html").exists()
+    shutil.rmtree(report)
+    result = CliRunner().invoke(app, arguments)  # every item is done: resume skips all
+    assert result.exit_code == 0, result.output
+    assert not report.exists()
