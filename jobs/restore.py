@@ -3,7 +3,8 @@
 Runs on the cluster, started by the Jobs API (`inpaint submit`, a KubeRay RayJob): reads
 the spec, resolves its storage options from this machine's environment, and runs the
 restore on the cluster it runs on. Exit status as `inpaint run`: 0 ok, 1 some item failed,
-2 a usage or configuration error found before any work.
+2 a usage or configuration error found before any work, 5 stopped because storage refused
+writes.
 """
 
 from __future__ import annotations
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as error:
         print(f"error: {error}", file=sys.stderr, flush=True)
         return 2
+    except runner.RunStopped as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 5
     print_summary(summary)
     return 1 if summary.failed else 0
 

@@ -2,7 +2,8 @@
 
 Each command builds `RunSettings` (or its own small settings), calls one library
 function, and turns library errors into one line and an exit status: 0 all ok or
-skipped, 1 some item failed, 2 a usage or configuration error found before any work.
+skipped, 1 some item failed, 2 a usage or configuration error found before any work,
+5 stopped because storage refused writes (full, over quota, read-only, denied).
 """
 
 from __future__ import annotations
@@ -35,9 +36,12 @@ err = Console(stderr=True)
 log = logging.getLogger("pipeline")
 
 
-def fail_usage(message: str) -> None:
+EXIT_STORAGE_REFUSED = 5
+
+
+def fail_usage(message: str, status: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
-    raise typer.Exit(2)
+    raise typer.Exit(status)
 
 
 def parse_params(pairs: list[str]) -> dict[str, Any]:
@@ -198,6 +202,8 @@ def run_command(
             summary = runner.run(settings, progress=reporter, work=work)
     except UsageError as error:
         fail_usage(str(error))
+    except runner.RunStopped as error:
+        fail_usage(str(error), EXIT_STORAGE_REFUSED)
     except KeyboardInterrupt:
         err.print("interrupted: rows so far are in the manifest; run the same command again "
                   "to resume", highlight=False)
@@ -260,6 +266,8 @@ def detect_command(
             summary = runner.run(settings, progress=reporter, work=work)
     except UsageError as error:
         fail_usage(str(error))
+    except runner.RunStopped as error:
+        fail_usage(str(error), EXIT_STORAGE_REFUSED)
     print_summary(summary)
     raise typer.Exit(1 if summary.failed else 0)
 
@@ -294,7 +302,7 @@ def report_command(
 
     Example: inpaint report restored/_manifest --out restored/_report --sample 24
     """
-    from pipeline import report
+    from pipeline import report, storage
     from pipeline.settings import unknown_scheme
 
     for uri in (manifest_uri, out):
@@ -306,6 +314,8 @@ def report_command(
                              sample=sample)
     except report.ReportError as error:
         fail_usage(str(error))
+    except storage.WriteRefused as error:
+        fail_usage(f"the report could not be written: {error}", EXIT_STORAGE_REFUSED)
     Console().print(f"report: {index}", highlight=False, markup=False, soft_wrap=True)
 
 

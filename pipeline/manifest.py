@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
@@ -100,6 +101,14 @@ def completed(uri: str, storage_options: dict | None = None) -> set[tuple[str, s
     )
 
 
+class PartNotWritten(RuntimeError):
+    """A manifest part that could not be written (full, read-only, unreachable storage).
+
+    Nothing of it is left behind and its rows stay queued (`ManifestWriter.unwritten`);
+    `str()` says why, in words.
+    """
+
+
 class ManifestWriter:
     """Collects rows of one run and writes them as numbered Parquet parts.
 
@@ -125,6 +134,7 @@ class ManifestWriter:
         self._parts = 0
         self._last_flush = time.monotonic()
         self.rows_written = 0
+        self.counts: Counter[str] = Counter()  # statuses of the rows queued, written or not
 
     def add(self, rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Queue rows; returns those that were new (a replayed item is dropped here)."""
@@ -135,19 +145,32 @@ class ManifestWriter:
             self._seen.add(row["item_id"])
             fresh.append({**row, "run_id": self.run_id})
         self._pending.extend(fresh)
+        self.counts.update(row["status"] for row in fresh)
         if len(self._pending) >= self.flush_rows or (
             self._pending and time.monotonic() - self._last_flush > self.flush_seconds
         ):
             self.flush()
         return fresh
 
+    @property
+    def unwritten(self) -> list[dict[str, Any]]:
+        """Rows queued but not in a part yet: after a flush that failed, those it lost."""
+        return list(self._pending)
+
     def flush(self) -> None:
+        """Write the queued rows as one part; `PartNotWritten` if the storage refuses it."""
         if not self._pending:
             return
         buffer = io.BytesIO()
         pq.write_table(to_table(self._pending), buffer, compression="zstd")
         name = f"{self.path.rstrip('/')}/part-{self.run_id}-{self._parts:05d}.parquet"
-        storage.write_atomic(self.fs, name, buffer.getvalue())
+        try:
+            storage.write_atomic(self.fs, name, buffer.getvalue())
+        except storage.WriteRefused as error:
+            raise PartNotWritten(str(error)) from error
+        except (OSError, storage.StorageError) as error:
+            where = storage.full_uri(self.fs, name)
+            raise PartNotWritten(f"{type(error).__name__}: {error} writing {where}") from error
         self._parts += 1
         self.rows_written += len(self._pending)
         self._pending = []

@@ -6,11 +6,11 @@ into the manifest as they arrive, so memory stays flat however large the archive
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import uuid
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -84,7 +84,22 @@ def validate(settings: RunSettings, in_process: bool = False) -> str:
         discover.check_output_location(settings.images, settings.out, settings.storage_options)
     except ImportError as error:  # a backend not installed: "Install gcsfs to access ..."
         raise UsageError(f"cannot open {settings.images}: {error}") from None
+    check_writable(settings)
     return params_json(settings.output_params(method_params))
+
+
+def check_writable(settings: RunSettings) -> None:
+    """OUT (and `--manifest`) must take writes: found now, not at the first item."""
+    for what, uri in (("OUT", settings.out), ("--manifest", settings.manifest)):
+        if not uri:
+            continue
+        try:
+            storage.check_writable(uri, settings.storage_options)
+        except storage.WriteRefused as error:
+            raise UsageError(f"{what} is not writable: {error.reason} ({uri})") from None
+        except (OSError, storage.StorageError) as error:
+            raise UsageError(f"cannot write to {what} ({uri}): {type(error).__name__}: "
+                             f"{error}") from None
 
 
 def plan(settings: RunSettings, in_process: bool = False) -> Plan:
@@ -94,9 +109,7 @@ def plan(settings: RunSettings, in_process: bool = False) -> Plan:
                           settings.hand_masks)
     if settings.limit:
         items = items[: settings.limit]
-    done = set() if settings.force else manifest.completed(
-        settings.manifest_uri(), settings.storage_options
-    )
+    done = set() if settings.force else _completed(settings)
     accepted = {params} | earlier_params(settings, params)
     todo, skipped = [], []
     for item in items:
@@ -106,35 +119,98 @@ def plan(settings: RunSettings, in_process: bool = False) -> Plan:
     return Plan(settings.run_id or new_run_id(), params, todo, skipped, problems)
 
 
+def _completed(settings: RunSettings) -> set[tuple[str, str, str]]:
+    try:
+        return manifest.completed(settings.manifest_uri(), settings.storage_options)
+    except (OSError, storage.StorageError) as error:
+        raise UsageError(f"cannot read the manifest at {settings.manifest_uri()}: "
+                         f"{type(error).__name__}: {error}") from None
+
+
+class RunStopped(RuntimeError):
+    """The run stopped early because storage refused writes for good (full, over quota,
+    read-only, denied) or the manifest could not be written. `str()` is the message for a
+    person: what and where, how many items were restored, and that rerunning resumes."""
+
+
 def run(
     settings: RunSettings, progress: ProgressCallback | None = None, work: Plan | None = None
 ) -> Summary:
     """Restore every item IMAGES holds on Ray (embedded, or `settings.address`).
 
     `work` is a plan made beforehand by `plan(settings)`; without it, one is made here.
+    Raises `RunStopped` at the first write the output location refuses for good: every
+    later one would fail the same way.
     """
     started = datetime.now(UTC)
     work = work or plan(settings)
     writer = manifest.ManifestWriter(settings.manifest_uri(), work.run_id,
                                      settings.storage_options)
-    counts: Counter[str] = Counter()
     log.info("run %s: %d items to restore, %d already done", work.run_id, len(work.todo),
              len(work.already_done))
+    refused = None
     try:
         if work.todo:
-            for row in _restore_on_ray(settings, work):
-                for fresh in writer.add([row]):
-                    counts[fresh["status"]] += 1
-                    if progress:
-                        progress(fresh)
-    finally:
+            refused = _record(settings, work, writer, progress)
         writer.flush()
+    except manifest.PartNotWritten as error:
+        raise RunStopped(_stopped(settings, work, writer, refused, error)) from None
+    except BaseException:  # Ctrl-C, a bug: keep the rows so far, then let it go on up
+        with contextlib.suppress(manifest.PartNotWritten):
+            writer.flush()
+        raise
+    if refused:
+        raise RunStopped(_stopped(settings, work, writer, refused, None))
     seconds = (datetime.now(UTC) - started).total_seconds()
-    summary = Summary(work.run_id, settings.manifest_uri(), dict(counts),
+    summary = Summary(work.run_id, settings.manifest_uri(), dict(writer.counts),
                       len(work.already_done), seconds)
     if settings.report and writer.rows_written:
         summary.report_uri = _write_report(settings, work.run_id)
     return summary
+
+
+def _record(settings: RunSettings, work: Plan, writer: manifest.ManifestWriter,
+            progress: ProgressCallback | None) -> str | None:
+    """Stream the workers' rows into the manifest. At the first row whose write was refused,
+    stop the work (the pool and its queued batches) and return that row's error."""
+    from pipeline.worker import REFUSED
+
+    rows = _restore_on_ray(settings, work)
+    try:
+        for row in rows:
+            if row["error_kind"] == REFUSED:
+                return row["error"]
+            for fresh in writer.add([row]):
+                if progress:
+                    progress(fresh)
+    finally:
+        rows.close()
+    return None
+
+
+def _stopped(settings: RunSettings, work: Plan, writer: manifest.ManifestWriter,
+             refused: str | None, lost: manifest.PartNotWritten | None) -> str:
+    """The one message of a stopped run: why and where, what was restored, how to resume."""
+    restored = sum(writer.counts[status] for status in manifest.DONE_STATUSES)
+    not_done = len(work.todo) - sum(writer.counts.values())
+    reasons = [refused] if refused else []
+    if lost:
+        unrecorded = sum(row["status"] in manifest.DONE_STATUSES for row in writer.unwritten)
+        reasons.append(f"the manifest could not be written{' either' if refused else ''}: "
+                       f"{lost} (no partial part was left behind)")
+        done = (f"{_items(restored)} restored in this run, {unrecorded} of them without a "
+                "manifest row")
+        resume = "it resumes, redoing the items without a row and those not done"
+    else:
+        done = f"{_items(restored)} restored in this run, recorded in {settings.manifest_uri()}"
+        resume = "it resumes with the items not done"
+    why = "; ".join(reasons)
+    return (f"stopped: {why}. {done}; {not_done} not done. Free space (or restore write "
+            f"access) and run the same command again: {resume}.")
+
+
+def _items(count: int) -> str:
+    return f"{count} item" + ("" if count == 1 else "s")
 
 
 def _write_report(settings: RunSettings, run_id: str) -> str | None:
@@ -142,8 +218,14 @@ def _write_report(settings: RunSettings, run_id: str) -> str | None:
         from pipeline import report
     except ImportError:
         return None
-    return report.build(settings.manifest_uri(), storage.join(settings.out, "_report"),
-                        run_id=run_id, storage_options=settings.storage_options)
+    try:
+        return report.build(settings.manifest_uri(), storage.join(settings.out, "_report"),
+                            run_id=run_id, storage_options=settings.storage_options)
+    except storage.WriteRefused as error:
+        manifest_uri = settings.manifest_uri()
+        raise RunStopped(f"stopped: the report could not be written: {error}. Every item is "
+                         f"restored and recorded in {manifest_uri}; after freeing space, "
+                         f"`inpaint report {manifest_uri}` writes it.") from None
 
 
 def _restore_on_ray(settings: RunSettings, work: Plan):

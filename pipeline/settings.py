@@ -146,7 +146,9 @@ def unknown_scheme(uri: str) -> str | None:
     known" deep inside discovery, as a traceback."""
     for part in uri.split("::"):  # chained URLs: simplecache::s3://...
         scheme = fsspec.core.split_protocol(part)[0]
-        if scheme and scheme not in fsspec.available_protocols():
+        # Registered classes (fsspec.registry) are not in available_protocols().
+        if scheme and scheme not in fsspec.available_protocols() and scheme not in (
+                fsspec.registry):
             return (f"unknown URI scheme {scheme!r} in {uri!r} (fsspec knows file, s3, gs, az, "
                     "http, memory, ...)")
     return None

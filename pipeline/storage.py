@@ -10,8 +10,8 @@ import errno
 import logging
 import os
 import random
-import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -65,6 +65,32 @@ _TRANSIENT_CODES = frozenset({
 
 class StorageError(RuntimeError):
     """A storage operation that failed for good (after retries where they make sense)."""
+class WriteRefused(StorageError):
+    """A location that refuses writes for good: full, over quota, read-only or denied.
+
+    Every later write there would fail the same way, so a run stops at the first one
+    instead of failing item after item. `str()` says what and where, in words.
+    """
+
+    def __init__(self, location: str, reason: str):
+        super().__init__(f"{reason} writing {location}")
+        self.location, self.reason = location, reason
+
+
+# The errors of a local write that every later write to the same place would repeat.
+_REFUSING_ERRNOS = {
+    errno.ENOSPC: "no space left on device",
+    errno.EDQUOT: "disk quota exceeded",
+    errno.EROFS: "read-only file system",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+}
+# What S3-compatible stores answer when a bucket is full or over its quota (Ceph RGW,
+# MinIO); s3fs turns codes it does not know into OSError(EIO) with the code in the text.
+_FULL_STORE_CODES = ("QuotaExceeded", "XMinioStorageFull", "XMinioAdminBucketQuotaExceeded",
+                     "InsufficientStorage", "StorageFull")
+
+
 
 
 def filesystem(uri: str, storage_options: dict[str, Any] | None = None):
@@ -164,20 +190,98 @@ def write_uri(uri: str, data: bytes, storage_options: dict[str, Any] | None = No
 def write_atomic(fs, path: str, data: bytes) -> None:
     """Write so that no reader ever sees a partial file at `path`.
 
-    Local: a temporary file in the same folder, fsynced, then renamed over the target.
+    Local: a temporary file in the same folder, fsynced, then renamed over the target; it
+    gets the mode a plain `open()` gives a new file (0666 less the umask).
+    A location that refuses the write for good (full, over quota, read-only, denied)
+    raises `WriteRefused`.
     Object stores: one PUT of the finished bytes (`pipe_file`), never a streamed upload.
     A replayed write (Ray retrying a task) replaces the file with identical bytes.
     """
-    if is_local(fs):
-        _write_local_atomic(path, data)
-    else:
-        with_retries(lambda: fs.pipe_file(path, data), f"write {path}")
+    try:
+        if is_local(fs):
+            _write_local_atomic(path, data)
+        else:
+            with_retries(lambda: fs.pipe_file(path, data), f"write {path}")
+    except Exception as error:
+        refused = refusal(error, full_uri(fs, path))
+        if refused is None:
+            raise
+        raise refused from error
+
+
+def check_writable(uri: str, storage_options: dict[str, Any] | None = None) -> None:
+    """Write and remove a probe where `uri`'s files will go, so that a location which
+    refuses writes is found before any work rather than at the first item.
+
+    Local: an empty temporary file in `uri`, or in its nearest existing parent when it is
+    not there yet (the run creates it), made as the real writes make theirs. A real write
+    rather than `os.access`, which cannot see quotas or object stores. Raises
+    `WriteRefused`, or the storage's own error (a missing bucket, a path through a file).
+    """
+    fs, path = filesystem(uri, storage_options)
+    try:
+        if is_local(fs):
+            _probe_local(path)
+        else:
+            _probe_object_store(fs, path)
+    except Exception as error:
+        refused = refusal(error, uri)
+        if refused is None:
+            raise
+        raise refused from error
+
+
+def _probe_local(path: str) -> None:
+    folder = os.path.abspath(path)
+    while not os.path.lexists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(errno.ENOTDIR, "not a folder", folder)
+    handle, temporary = _create_temporary(folder)
+    os.close(handle)
+    os.unlink(temporary)
+
+
+def _probe_object_store(fs, path: str) -> None:
+    probe = join(path, f".inpaint-write-check-{uuid.uuid4().hex[:12]}")
+    with_retries(lambda: fs.pipe_file(probe, b""), f"write {probe}")
+    try:
+        with_retries(lambda: fs.rm_file(probe), f"remove {probe}")
+    except Exception as error:  # allowed to write but not to delete: the run can go on
+        log.warning("could not remove the write check %s: %s", full_uri(fs, probe), error)
+
+
+def refusal(error: BaseException, location: str) -> WriteRefused | None:
+    """`WriteRefused` for `location` when `error` (or what it was raised from) says the
+    location refuses writes for good; None for anything else."""
+    for cause in _causes(error):
+        if isinstance(cause, OSError) and cause.errno in _REFUSING_ERRNOS:
+            return WriteRefused(location, _REFUSING_ERRNOS[cause.errno])
+        if isinstance(cause, PermissionError):  # s3fs: AccessDenied, without an errno
+            return WriteRefused(location, f"permission denied ({cause})")
+        if any(code in str(cause) for code in _FULL_STORE_CODES):
+            said = getattr(cause, "strerror", None) or cause  # without "[Errno 5]"
+            return WriteRefused(location, f"the object store is full or over quota ({said})")
+    return None
+
+
+def _create_temporary(folder: str) -> tuple[int, str]:
+    """A new file in `folder` with a unique hidden name, created as a plain `open()` creates
+    one: mode 0666 less the process's umask. (`tempfile.mkstemp` makes it 0600, which the
+    rename would carry to the target, hiding it from the archive's other readers.)"""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    while True:
+        temporary = os.path.join(folder, f".tmp-{uuid.uuid4().hex[:16]}")
+        try:
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:  # as likely as a uuid collision, but never overwrite
+            continue
 
 
 def _write_local_atomic(path: str, data: bytes) -> None:
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", dir=folder)
+    handle, temporary = _create_temporary(folder)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)

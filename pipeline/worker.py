@@ -26,6 +26,9 @@ from pipeline.settings import RunSettings
 # Decoded pixels a worker holds at once to fill several photos together: past it, the
 # photos gathered so far are filled and written before the next is read.
 GROUP_PIXELS = 16_000_000
+# error_kind of an item whose write the output location refused for good (full, over quota,
+# read-only, denied), or that was not attempted after such a refusal: the driver stops.
+REFUSED = "refused"
 # An object's repr inside a library's message, e.g. Pillow's "cannot identify image file
 # <_io.BytesIO object at 0x7ff6...>".
 _OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
@@ -41,6 +44,8 @@ def error_kind(error: BaseException) -> str:
         return "detect"
     if isinstance(error, NothingToConditionOn):
         return "all_hole"
+    if isinstance(error, storage.WriteRefused):
+        return REFUSED
     if isinstance(error, FileNotFoundError):
         return "missing"
     if isinstance(error, OSError | storage.StorageError):
@@ -82,6 +87,9 @@ class Context:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.model = getattr(self.method, "model_name", None)
         self.weights_sha256 = getattr(self.method, "weights_sha256", None)
+        # The first write the output location refused: after it this actor attempts nothing,
+        # since every later write would fail the same way.
+        self.refused: storage.WriteRefused | None = None
 
 
 def output_uri_for(settings: RunSettings, relative_path: str) -> str:
@@ -120,6 +128,10 @@ def restore_batch(items: list[Item], context: Context) -> list[dict[str, Any]]:
 
 def _fill_and_write(group: list[Job], context: Context) -> None:
     if not group:
+        return
+    if context.refused is not None:  # nothing can be written: do not fill either
+        for job in group:
+            job.finish(context.refused, 0.0)
         return
     clock = time.perf_counter()
     try:
@@ -172,11 +184,18 @@ class Job:
     def _timed(self, step, *args) -> None:
         clock = time.perf_counter()
         try:
-            step(*args)
+            if self.context.refused is None:
+                step(*args)
+        except storage.WriteRefused as error:
+            self.context.refused = error.with_traceback(None)  # kept: it holds no frames
         except Exception as error:
             self.ready = False
             self.row |= {"status": "failed", "error": describe(error, self.row),
                          "error_kind": error_kind(error), "output_uri": None}
+        if self.context.refused is not None:
+            self.ready = False
+            self.row |= {"status": "failed", "error": str(self.context.refused),
+                         "error_kind": REFUSED, "output_uri": None}
         self.seconds += time.perf_counter() - clock
 
     def _close(self) -> None:

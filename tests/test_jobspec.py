@@ -180,3 +180,15 @@ def test_a_missing_spec_file_and_an_unknown_scheme_are_one_line_errors(tmp_path)
         "spec.yaml:2: out: unknown URI scheme 'nosuch' in 'nosuch://bucket/out' (fsspec knows "
         "file, s3, gs, az, http, memory, ...)"]
     assert jobspec.parse("images: simplecache::s3://a/in\nout: b\n", "s.yaml").images
+
+
+def test_a_scheme_registered_as_a_class_is_known():
+    import fsspec
+    from fsspec.implementations.local import LocalFileSystem
+
+    class Registered(LocalFileSystem):
+        protocol = "inpaint-registered"
+
+    fsspec.register_implementation("inpaint-registered", Registered, clobber=True)
+    spec = jobspec.parse("images: inpaint-registered://a\nout: b\n", "s.yaml")
+    assert spec.images == "inpaint-registered://a"

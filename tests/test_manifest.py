@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import duckdb
 import pyarrow.dataset as pads
+import pytest
 
 from pipeline import manifest
 
@@ -52,3 +53,20 @@ def test_no_temporary_files_left_behind(tmp_path):
     writer.add([row("a")])
     writer.flush()
     assert [p.name for p in (tmp_path / "m").iterdir()] == ["part-run1-00000.parquet"]
+
+
+def test_a_part_the_disk_refuses_leaves_nothing_and_keeps_its_rows(tmp_path):
+    from tests.test_storage import remount, tmpfs
+
+    with tmpfs(tmp_path / "disk", "ro,size=1m") as disk:
+        writer = manifest.ManifestWriter(str(disk / "m"), "run1")
+        writer.add([row("a"), row("b", "failed")])
+        with pytest.raises(manifest.PartNotWritten, match="^read-only file system writing "):
+            writer.flush()
+        assert list(disk.iterdir()) == []
+        assert [r["item_id"] for r in writer.unwritten] == ["a", "b"]
+        assert (writer.rows_written, writer.counts) == (0, {"ok": 1, "failed": 1})
+        remount(disk, "rw")
+        writer.flush()  # the same rows, once the disk takes writes again
+        assert sorted(manifest.read(str(disk / "m")).column("item_id").to_pylist()) == ["a", "b"]
+        assert writer.unwritten == []

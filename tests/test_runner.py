@@ -102,3 +102,147 @@ def test_memory_uris_are_refused_for_ray_runs_but_work_in_process(tmp_path):
     rows = runner.restore_items(settings)
     assert [r["status"] for r in rows] == ["ok"]
     assert memory.exists("/out/p.png")
+
+
+# --- Storage that refuses writes: a read-only OUT, a full disk, a bucket over quota ------
+
+
+def tiny_archive(root, count: int) -> tuple[str, str]:
+    """`count` photos of 32 px (under 3 KB as PNG, so one 4 KB page of a tmpfs each)."""
+    for index in range(count):
+        photo = small_photo(["chelsea", "coffee", "rocket", "astronaut"][index % 4], 32)
+        save(photo, root / "images" / f"photo-{index:02d}.png")
+        hole = synthetic_mask("scratch", photo.shape[0], photo.shape[1], seed=index)
+        save_mask(hole, root / "masks" / f"photo-{index:02d}.png")
+    return str(root / "images"), str(root / "masks")
+
+
+def stop_message(result) -> str:
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error: stopped:")]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    return lines[0]
+
+
+def recorded(manifest_uri) -> dict[str, str]:
+    from pipeline import manifest
+
+    rows = manifest.read(str(manifest_uri)).to_pylist()
+    assert len({r["item_id"] for r in rows}) == len(rows), "an item recorded twice"
+    return {r["relative_path"]: r["status"] for r in rows}
+
+
+@pytest.mark.parametrize("where", ["out", "manifest", "detect"])
+def test_an_output_that_cannot_be_written_is_a_usage_error_before_any_work(archive, tmp_path,
+                                                                          where):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from tests.test_storage import tmpfs
+
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as read_only:
+        target = read_only / where
+        images, masks, out = archive["images"], archive["masks"], archive["out"]
+        args = {
+            "out": ["run", images, "--masks", masks, "--out", target],
+            "manifest": ["run", images, "--masks", masks, "--out", out, "--manifest", target],
+            "detect": ["detect", images, "--out", target],
+        }[where]
+        result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 2, result.output
+    what = "--manifest" if where == "manifest" else "OUT"
+    assert result.output.splitlines() == [
+        f"error: {what} is not writable: read-only file system ({target})"]
+    assert not out.exists(), "work started"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("manifest_on", ["another disk", "the full disk"])
+def test_a_full_disk_stops_the_run_and_rerunning_after_freeing_space_resumes(tmp_path,
+                                                                            manifest_on):
+    from tests.test_s3 import inpaint_cli
+    from tests.test_storage import remount, tmpfs
+
+    images, masks = tiny_archive(tmp_path, 40)
+    with tmpfs(tmp_path / "disk", "size=64k") as disk:
+        out = disk / "out"
+        manifest_uri = tmp_path / "manifest" if manifest_on == "another disk" else out / "_manifest"
+        args = ["run", images, "--masks", masks, "--out", out, "--method", "telea",
+                "--manifest", manifest_uri]
+        first = inpaint_cli(*map(str, args))
+        assert first.returncode == 5, first.stderr
+        message = stop_message(first)
+        restored = sorted(p.name for p in out.glob("*.png"))
+        assert 0 < len(restored) < 40
+        assert f"no space left on device writing {out}/photo-{len(restored):02d}.png" in message
+        assert f"; {40 - len(restored)} not done. Free space" in message
+        assert "run the same command again: it resumes" in message
+        assert not list(disk.rglob(".tmp-*")), "a half-written file was left"
+        if manifest_on == "another disk":  # the restored items keep their rows
+            assert f"{len(restored)} items restored in this run, recorded in {manifest_uri}" \
+                in message
+            assert recorded(manifest_uri) == dict.fromkeys(restored, "ok")
+        else:  # a 4 KB page of room at most: no manifest part fits, and none is half there
+            assert (f"the manifest could not be written either: no space left on device "
+                    f"writing {manifest_uri}/part-") in message
+            assert (f"{len(restored)} items restored in this run, {len(restored)} of them "
+                    "without a manifest row") in message
+            assert list(manifest_uri.iterdir()) == []
+        remount(disk, "size=4m")
+        second = inpaint_cli(*map(str, args))
+        assert second.returncode == 0, second.stderr
+        resumed = len(restored) if manifest_on == "another disk" else 0
+        assert f"{40 - resumed} ok; {resumed} already done" in second.stdout
+        assert recorded(manifest_uri) == {f"photo-{i:02d}.png": "ok" for i in range(40)}
+        assert len(list(out.glob("*.png"))) == 40
+
+
+@pytest.mark.slow
+def test_a_bucket_over_quota_mid_run_stops_it_and_a_rerun_resumes(s3, tmp_path, monkeypatch):
+    from tests.s3server import FaultyProxy
+    from tests.test_s3 import inpaint_cli
+
+    images, masks = tiny_archive(tmp_path, 12)
+    fs = s3.filesystem()
+    fs.put(images, s3.uri("images"), recursive=True)
+    fs.put(masks, s3.uri("masks"), recursive=True)
+    proxy = FaultyProxy(s3.endpoint)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)  # the CLI and its Ray workers
+    full = [f"/{s3.bucket}/out/photo-{i:02d}.png" for i in range(5, 12)]
+    for key in full:  # what Ceph RGW answers a bucket over its quota
+        proxy.fail("PUT", key, -1, "QuotaExceeded", 403, "The bucket is over its quota")
+    manifest_uri = tmp_path / "manifest"
+    args = ["run", s3.uri("images"), "--masks", s3.uri("masks"), "--out", s3.uri("out"),
+            "--method", "telea", "--manifest", str(manifest_uri)]
+    try:
+        first = inpaint_cli(*args)
+        assert first.returncode == 5, first.stderr
+        message = stop_message(first)
+        assert ("the object store is full or over quota (An error occurred (QuotaExceeded) "
+                "when calling the PutObject operation: The bucket is over its quota) writing "
+                f"s3://{s3.bucket}/out/photo-05.png") in message
+        assert f"5 items restored in this run, recorded in {manifest_uri}; 7 not done" in message
+        assert recorded(manifest_uri) == {f"photo-{i:02d}.png": "ok" for i in range(5)}
+        assert [proxy.seen[("PUT", key)] for key in full] == [1] + [0] * 6, "not stopped"
+        proxy.plans.clear()  # the quota raised
+        second = inpaint_cli(*args)
+    finally:
+        proxy.close()
+    assert second.returncode == 0, second.stderr
+    assert "7 ok; 5 already done" in second.stdout
+    assert recorded(manifest_uri) == {f"photo-{i:02d}.png": "ok" for i in range(12)}
+
+
+@pytest.mark.slow
+def test_files_written_through_ray_follow_the_umask_of_the_command(archive):
+    from tests.test_s3 import inpaint_cli
+    from tests.test_storage import file_modes, umask
+
+    with umask(0o027):  # the command's own; its local Ray and workers inherit it
+        result = inpaint_cli("run", str(archive["images"]), "--masks", "auto", "--out",
+                             str(archive["out"]), "--method", "telea")
+    assert result.returncode == 0, result.stderr
+    modes = file_modes(archive["out"])
+    assert {"a/chelsea.jpg", "_masks/a/chelsea.png", "_report/index.html"} <= set(modes)
+    assert any(name.startswith("_manifest/part-") for name in modes)
+    assert {name: oct(mode) for name, mode in modes.items() if mode != 0o640} == {}

@@ -7,9 +7,15 @@ same `pipeline.restore_items` the CLI's in-process mode uses.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
+import shutil
+import stat
+import subprocess
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import ClassVar
 
 import fsspec
@@ -17,7 +23,9 @@ import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError, ReadTimeoutError
 from fsspec.implementations.memory import MemoryFileSystem
 
-from pipeline import restore_items, storage
+from pipeline import manifest, restore_items, storage
+from pipeline.discover import UsageError
+from pipeline.runner import plan
 from pipeline.settings import RunSettings
 
 
@@ -167,7 +175,7 @@ def test_a_local_write_that_fails_midway_leaves_nothing_new_behind(tmp_path, mon
 
     monkeypatch.setattr(storage.os, "fsync", disk_full)  # after the bytes went to the temp
     fs, path = storage.filesystem(str(target))
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(storage.WriteRefused, match="no space left on device writing"):
         storage.write_atomic(fs, path, b"x" * 100_000)
     assert sorted(p.name for p in tmp_path.iterdir()) == (["photo.png"] if existing else [])
     if existing:
@@ -236,4 +244,185 @@ def test_a_bucket_that_stays_busy_gives_up_after_the_stated_attempts(faulty):
     with pytest.raises(storage.StorageError,
                        match=f"gave up after {storage.RETRY_ATTEMPTS} attempts"):
         storage.read_uri(s3.uri("photo.png"), options)
-    assert proxy.seen[("GET", f"/{s3.bucket}/photo.png")] == storage.RETRY_ATTEMPTS
+    # The README's figure: 5 attempts in all, so 4 retries.
+    assert proxy.seen[("GET", f"/{s3.bucket}/photo.png")] == storage.RETRY_ATTEMPTS == 5
+
+
+# --- Local disks as their users expect: file modes, full and read-only filesystems -----
+
+
+@contextlib.contextmanager
+def tmpfs(path: Path, options: str):
+    """A real tmpfs mounted at `path` for the test (`size=64k`, `ro,size=1m`, ...).
+
+    The tests run as root, where chmod stops no write: a read-only or full filesystem must
+    be real. Skips, saying why, where the machine does not allow mounting.
+    """
+    path.mkdir(parents=True, exist_ok=True)
+    if shutil.which("mount") is None or os.geteuid() != 0:
+        pytest.skip("mounting a test tmpfs needs root and the mount command")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"this machine refuses to mount a tmpfs: {mounted.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def remount(path: Path, options: str) -> None:
+    """Change a test tmpfs in place: `size=1m` frees space, `rw` makes it writable."""
+    subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
+
+
+@contextlib.contextmanager
+def umask(value: int):
+    previous = os.umask(value)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def file_modes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode)
+            for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027], ids=["umask-022", "umask-027"])
+def test_local_files_get_the_mode_a_plain_open_gives_under_the_umask(tmp_path, mask):
+    with umask(mask):
+        (tmp_path / "plain").write_bytes(b"x")
+        expected = stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+        fs, path = storage.filesystem(str(tmp_path / "new.png"))
+        storage.write_atomic(fs, path, b"new")
+        replaced = tmp_path / "replaced.png"
+        replaced.write_bytes(b"old")
+        replaced.chmod(0o600)
+        storage.write_atomic(fs, str(replaced), b"new bytes")
+    assert expected == 0o666 & ~mask
+    assert stat.S_IMODE((tmp_path / "new.png").stat().st_mode) == expected
+    assert stat.S_IMODE(replaced.stat().st_mode) == expected
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o027], ids=["umask-022", "umask-027"])
+def test_restored_photos_detected_masks_manifest_and_report_follow_the_umask(archive, mask):
+    from pipeline import report
+
+    out = archive["out"]
+    settings = RunSettings(images=str(archive["images"]), masks="auto", out=str(out),
+                           method="telea")
+    with umask(mask):
+        rows = restore_items(settings)
+        writer = manifest.ManifestWriter(settings.manifest_uri(), "run1")
+        writer.add(rows)
+        writer.flush()
+        report.build(settings.manifest_uri(), str(out / "_report"), run_id="run1", sample=3)
+    assert {row["status"] for row in rows} <= {"ok", "skipped"}  # skipped: nothing detected
+    modes = file_modes(out)
+    kinds = {"photos": "a/chelsea.jpg", "masks": "_masks/a/chelsea.png",
+             "manifest": "_manifest/part-run1-00000.parquet", "report": "_report/index.html"}
+    assert set(kinds.values()) <= set(modes), sorted(modes)
+    assert {name: oct(m) for name, m in modes.items() if m != 0o666 & ~mask} == {}
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), "no space left on device"),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), "disk quota exceeded"),
+        (OSError(errno.EROFS, "Read-only file system"), "read-only file system"),
+        (PermissionError(errno.EACCES, "Permission denied"), "permission denied"),
+        # s3fs: AccessDenied becomes a PermissionError without errno, unknown codes OSError(EIO)
+        (PermissionError("Access Denied"), "permission denied (Access Denied)"),
+        (OSError(errno.EIO, "An error occurred (QuotaExceeded) when calling the PutObject "
+                            "operation: Quota exceeded"), "the object store is full or over quota"),
+        (OSError(errno.EIO, "An error occurred (XMinioStorageFull) when calling the PutObject "
+                            "operation"), "the object store is full or over quota"),
+        (ConnectionResetError(errno.ECONNRESET, "Connection reset"), None),
+        (FileNotFoundError(errno.ENOENT, "No such file"), None),
+        (storage.StorageError("write x: gave up after 5 attempts"), None),
+        (ValueError("bad bytes"), None),
+    ],
+)
+def test_which_errors_mean_the_location_refuses_writes(error, reason):
+    refused = storage.refusal(error, "s3://bucket/out/x.png")
+    if reason is None:
+        assert refused is None
+    else:
+        assert refused.reason.startswith(reason)
+        assert str(refused).endswith("writing s3://bucket/out/x.png")
+
+
+def test_a_refusal_is_found_through_the_error_it_was_raised_from():
+    try:
+        try:
+            raise client_error("QuotaExceeded", 403)
+        except ClientError as boto:
+            raise OSError(errno.EIO, "the object store said no") from boto
+    except OSError as translated:
+        assert storage.refusal(translated, "s3://b/k") is not None
+
+
+def test_a_full_disk_refuses_the_write_and_leaves_no_partial_file(tmp_path):
+    with tmpfs(tmp_path / "disk", "size=64k") as disk:
+        fs, _ = storage.filesystem(str(disk))
+        written = []
+        with pytest.raises(storage.WriteRefused) as refused:
+            for number in range(100):
+                storage.write_atomic(fs, f"{disk}/photo-{number:02d}.png", bytes([number]) * 3000)
+                written.append(number)
+        assert refused.value.reason == "no space left on device"
+        assert refused.value.location == f"{disk}/photo-{len(written):02d}.png"
+        assert 5 < len(written) < 100
+        assert sorted(p.name for p in disk.iterdir()) == [f"photo-{n:02d}.png" for n in written]
+        assert all((disk / f"photo-{n:02d}.png").read_bytes() == bytes([n]) * 3000
+                   for n in written)
+
+
+def test_writability_is_checked_with_a_real_write_that_leaves_nothing(tmp_path):
+    storage.check_writable(str(tmp_path / "not" / "there" / "yet"))
+    assert list(tmp_path.iterdir()) == []  # checked in its nearest parent, nothing created
+    (tmp_path / "a-file").write_bytes(b"x")
+    with pytest.raises(NotADirectoryError):
+        storage.check_writable(str(tmp_path / "a-file" / "out"))
+    with (tmpfs(tmp_path / "ro", "ro,size=1m") as read_only,
+          pytest.raises(storage.WriteRefused, match="read-only file system")):
+        storage.check_writable(str(read_only / "out"))
+
+
+def test_an_object_store_that_denies_writes_is_refused_before_any_work(flaky, monkeypatch):
+    monkeypatch.setattr(FlakyFileSystem, "error", PermissionError("Access Denied"))
+    FlakyFileSystem.failures.update({"out/.inpaint-write-check": -1})
+    settings = RunSettings(images=f"{flaky}/images", masks=f"{flaky}/masks",
+                           out=f"{flaky}/out", method="telea")
+    with pytest.raises(UsageError, match=r"^OUT is not writable: permission denied "
+                                         r"\(Access Denied\) \(flaky://"):
+        plan(settings, in_process=True)
+    assert not [key for key in FlakyFileSystem.calls if key[0] == "read"]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [PermissionError("Access Denied"),
+     OSError(errno.EIO, "An error occurred (QuotaExceeded) when calling the PutObject "
+                        "operation: The bucket is over its quota")],
+    ids=["denied", "quota"],
+)
+def test_an_object_store_refusing_writes_mid_run_stops_the_items_after_it(flaky, monkeypatch,
+                                                                         error):
+    monkeypatch.setattr(FlakyFileSystem, "error", error)
+    FlakyFileSystem.failures.update({"out/a/chelsea.jpg": -1})  # the second of three
+    rows = run_flaky(flaky)
+    assert rows["a/b/coffee.png"]["status"] == "ok"
+    for relative in ("a/chelsea.jpg", "rocket.png"):
+        assert (rows[relative]["status"], rows[relative]["error_kind"]) == ("failed", "refused")
+        assert rows[relative]["error"].startswith(("permission denied (Access Denied)",
+                                                   "the object store is full or over quota "
+                                                   "(An error occurred (QuotaExceeded)"))
+        assert rows[relative]["error"].endswith("/out/a/chelsea.jpg")
+    root = flaky.removeprefix("flaky://")
+    # Stopped promptly: the photo after the refusal was not even read.
+    assert ("read", f"/{root}/images/rocket.png") not in FlakyFileSystem.calls
+    assert FlakyFileSystem.calls[("write", f"/{root}/out/a/chelsea.jpg")] == 1
