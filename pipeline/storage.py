@@ -46,7 +46,6 @@ _TRANSIENT_MARKERS = (
     " 504",
 )
 
-
 # What s3fs raises for S3's answers: it turns the botocore error into an OSError by code,
 # SlowDown, ServiceUnavailable, OperationAborted and 503 into EBUSY, InternalError and 500
 # into EREMOTEIO, with the server's message ("Please reduce your request rate.") as text;
@@ -62,9 +61,10 @@ _TRANSIENT_CODES = frozenset({
 })
 
 
-
 class StorageError(RuntimeError):
     """A storage operation that failed for good (after retries where they make sense)."""
+
+
 class WriteRefused(StorageError):
     """A location that refuses writes for good: full, over quota, read-only or denied.
 
@@ -89,8 +89,6 @@ _REFUSING_ERRNOS = {
 # MinIO); s3fs turns codes it does not know into OSError(EIO) with the code in the text.
 _FULL_STORE_CODES = ("QuotaExceeded", "XMinioStorageFull", "XMinioAdminBucketQuotaExceeded",
                      "InsufficientStorage", "StorageFull")
-
-
 
 
 def filesystem(uri: str, storage_options: dict[str, Any] | None = None):
@@ -192,10 +190,10 @@ def write_atomic(fs, path: str, data: bytes) -> None:
 
     Local: a temporary file in the same folder, fsynced, then renamed over the target; it
     gets the mode a plain `open()` gives a new file (0666 less the umask).
-    A location that refuses the write for good (full, over quota, read-only, denied)
-    raises `WriteRefused`.
     Object stores: one PUT of the finished bytes (`pipe_file`), never a streamed upload.
     A replayed write (Ray retrying a task) replaces the file with identical bytes.
+    A location that refuses the write for good (full, over quota, read-only, denied)
+    raises `WriteRefused`.
     """
     try:
         if is_local(fs):
