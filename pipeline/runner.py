@@ -10,6 +10,7 @@ import contextlib
 import logging
 import math
 import os
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -292,13 +293,15 @@ def _rows_of(batch) -> list[dict[str, Any]]:
 
 
 def _cause(error) -> str:
-    """The last line of a Ray error's text: the exception the actor's constructor raised."""
+    """The last line of a Ray error's text: the exception the actor's constructor raised
+    (`pipeline.prior.PriorError: weights not found: ...` as `PriorError: ...`)."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-    return lines[-1] if lines else type(error).__name__
+    return re.sub(r"^(\w+\.)+(?=\w+:)", "", lines[-1]) if lines else type(error).__name__
 
 
-class WorkerStartError(RuntimeError):
-    """The actors could not be created (their method failed to load): nothing was done."""
+class WorkerStartError(UsageError):
+    """The actors could not start (their method failed to load, e.g. missing weights):
+    a configuration error, found before any item was restored."""
 
 
 def connect(settings: RunSettings) -> bool:

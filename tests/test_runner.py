@@ -65,6 +65,18 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(slow_archive, loca
     assert not list((slow_archive / "out").glob(".tmp-*"))
 
 
+@pytest.mark.slow
+def test_workers_that_cannot_start_are_one_usage_error(archive, local_ray):
+    settings = RunSettings(images=str(archive["images"]), masks=str(archive["masks"]),
+                           out=str(archive["out"]), method="hallucinate", report=False,
+                           weights=str(archive["root"] / "missing.pth"))
+    with pytest.raises(runner.WorkerStartError) as raised:
+        runner.run(settings)
+    assert str(raised.value) == ("a restoring worker could not start: PriorError: weights not "
+                                 f"found: {archive['root'] / 'missing.pth'}")
+    assert not list(archive["out"].rglob("*.png")), "an item was restored"
+
+
 def test_plan_splits_done_from_todo(archive, tmp_path):
     from pipeline import manifest
 
