@@ -187,9 +187,10 @@ def test_status_logs_jobs_and_stop_on_a_running_scheduled_job(cli, tmp_path):
 @pytest.mark.cluster
 def test_job_on_a_missing_bucket_fails_with_a_readable_reason(cli, tmp_path):
     spec = tmp_path / "missing.yaml"
+    # OUT writable (it is checked first, with a real write), IMAGES in a missing bucket
     spec.write_text("name: missing-bucket\n"
                     "images: s3://no-such-bucket-for-inpaint/scans\n"
-                    "out: s3://no-such-bucket-for-inpaint/restored\n"
+                    f"out: {tmp_path}/restored\n"
                     "method: telea\n"
                     "storage_options_env:\n  endpoint_url: AWS_ENDPOINT_URL\n")
     result = cli("submit", str(spec), "--wait")
