@@ -319,6 +319,40 @@ def report_command(
     Console().print(f"report: {index}", highlight=False, markup=False, soft_wrap=True)
 
 
+@app.command("review")
+def review_command(
+    out: Annotated[str, typer.Argument(help="OUT of an `inpaint run --masks auto`.")],
+    hand_masks: Annotated[str, typer.Option(help="Where corrected masks are saved (same "
+                                                 "relative paths, .png, white = fill).")],
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port on 127.0.0.1 (0: any "
+                                                             "free one).")] = 0,
+    manifest: Annotated[str | None, typer.Option(help="Manifest folder (default "
+                                                      "OUT/_manifest).")] = None,
+    storage_options: Annotated[str | None, typer.Option(help="JSON passed to fsspec.")] = None,
+) -> None:
+    """Check and correct detected masks in the browser; rerun to restore what you saved.
+
+    Example: inpaint review restored/ --hand-masks checked/   (then: inpaint run scans/
+    --out restored/ --masks auto --hand-masks checked/)
+    """
+    from pipeline import review
+
+    try:
+        server = review.serve(out, hand_masks, port, manifest,
+                              parse_storage_options(storage_options))
+    except (review.ReviewError, OSError) as error:
+        fail_usage(str(error))
+    Console().print(f"review {len(server.review.entries)} photos at {server.url}\n"
+                    "(this machine only; Ctrl-C stops)", highlight=False, markup=False,
+                    soft_wrap=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 # Cluster jobs. `submit` takes `run`'s options, declared once in run_command: the signature
 # below copies them, each made optional (None = not given, keep the spec's value).
 def _run_options_as_optional() -> list[inspect.Parameter]:
