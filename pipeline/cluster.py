@@ -146,11 +146,14 @@ def _plain_errors(where: str) -> Iterator[None]:
                                f"{TOKEN_HELP})") from None
         raise ClusterError(f"the cluster at {where} requires a Ray auth token and none was "
                            f"found: {TOKEN_HELP}") from None
-    except (ConnectionError, requests.exceptions.ConnectionError):
-        # Also what a head that is still starting answers, hence "busy".
+    except (ConnectionError, requests.exceptions.ConnectionError) as error:
+        # Also what a head that is still starting answers, hence "busy". Ray's own
+        # ConnectionError keeps the requests error it replaced as its context.
+        said = f"{error} {error.__context__}".lower()
+        reason = "connection refused" if "refused" in said else "cannot connect"
         raise ClusterBusy(f"cannot reach the Ray Jobs API at {where}: is the cluster up, and "
                           "for a remote one is `ray dashboard cluster.yaml` (its SSH tunnel) "
-                          "running?", reason="connection refused") from None
+                          "running?", reason=reason) from None
     except (RuntimeError, requests.exceptions.RequestException) as error:
         text, status = str(error), _status_code(error)
         if status == 404:
@@ -381,10 +384,11 @@ def runtime_env(root: Path | None = None) -> dict[str, Any]:
 
 def exit_code(info) -> int:
     """`inpaint run`'s exit status for an ended job: 0 succeeded, 1 items failed (or the job
-    failed for another reason), 2 a usage or configuration error, 3 stopped."""
+    failed for another reason), 2 a usage or configuration error, 3 stopped, 5 its driver
+    stopped because storage refused writes (full, over quota, read-only, denied)."""
     status = str(info.status)
     if status == "SUCCEEDED":
         return 0
     if status == "STOPPED":
         return EXIT_STOPPED
-    return info.driver_exit_code if info.driver_exit_code in (1, 2) else 1
+    return info.driver_exit_code if info.driver_exit_code in (1, 2, 5) else 1

@@ -464,3 +464,15 @@ def test_submissions_carry_the_client_version_in_their_metadata():
     metadata = cluster.submit_request(spec, "v-1")["metadata"]
     assert metadata["inpaint_version"] == cluster.versions()["inpaint"] != "not installed"
     assert metadata["inpaint_ray_version"] == cluster.versions()["ray"]
+
+
+@pytest.mark.parametrize(("status", "driver_exit_code", "expected"), [
+    ("SUCCEEDED", 0, 0), ("FAILED", 1, 1), ("FAILED", 2, 2), ("STOPPED", None, 3),
+    ("FAILED", 5, 5),  # the driver stopped: storage refused writes (runner.RunStopped)
+    ("FAILED", 137, 1),
+])
+def test_submit_wait_exits_with_the_drivers_status(status, driver_exit_code, expected):
+    from ray.dashboard.modules.job.pydantic_models import JobDetails
+
+    info = JobDetails(**job_details("job", status=status, driver_exit_code=driver_exit_code))
+    assert cluster.exit_code(info) == expected
