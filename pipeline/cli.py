@@ -172,7 +172,9 @@ def run_command(
     detector: Annotated[str, typer.Option(help="With --masks auto: damage detector "
                                                "(auto|learned|infrared|tophat).")] = "auto",
     sensitivity: Annotated[float, typer.Option(help="With --masks auto: 0..1, higher flags "
-                                                    "more.")] = 0.5,
+                                                    "more (learned: each 0.1 halves or doubles "
+                                                    "the odds asked for; infrared, tophat: a "
+                                                    "linear threshold).")] = 0.5,
     detect_scale: Annotated[float, typer.Option(help="With --masks auto: detect on the photo "
                                                      "shrunk by this factor (0.5 for scans at "
                                                      "twice 300-600 dpi).")] = 1.0,
@@ -231,8 +233,10 @@ def detect_command(
     method: Annotated[str, typer.Option(help="Detector: auto (infrared when the scan has an "
                                              "IR channel, else learned), learned, infrared, "
                                              "tophat.")] = "auto",
-    sensitivity: Annotated[float, typer.Option(help="0..1, higher flags fainter damage.")] =
-        0.5,
+    sensitivity: Annotated[float, typer.Option(help="0..1, higher flags fainter damage "
+                                                    "(learned: each 0.1 halves or doubles the "
+                                                    "odds asked for; infrared, tophat: a "
+                                                    "linear threshold).")] = 0.5,
     detect_scale: Annotated[float, typer.Option(help="Detect on the photo shrunk by this "
                                                      "factor: 0.5 for scans at twice 300-600 "
                                                      "dpi, where damage is twice as "
