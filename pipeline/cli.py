@@ -3,7 +3,8 @@
 Each command builds `RunSettings` (or its own small settings), calls one library
 function, and turns library errors into one line and an exit status: 0 all ok or
 skipped, 1 some item failed, 2 a usage or configuration error found before any work,
-5 stopped because storage refused writes (full, over quota, read-only, denied).
+5 stopped because storage refused writes (full, over quota, read-only, denied); `submit`
+also 3 (the job was stopped) and 4 (the cluster was not ready within --wait-for-cluster).
 """
 
 from __future__ import annotations
