@@ -74,6 +74,8 @@ def reap_orphans() -> list[int]:
     """Stop the processes of every recorded embedded Ray whose command has died; return
     their pids. Records of running commands are left alone."""
     stopped = []
+    if not _private(RECORDS):
+        return stopped
     for path in sorted(RECORDS.glob("*.json")):
         try:
             record = json.loads(path.read_text())
@@ -101,11 +103,26 @@ def _record(processes: set[tuple[int, float]]) -> None:
     included), each with its start time, under this driver's pid and start time."""
     me = psutil.Process()
     RECORDS.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not _private(RECORDS):
+        log.warning("%s is not a folder of this user's alone: the embedded Ray is not "
+                    "recorded, so a killed run's leftovers will not be stopped", RECORDS)
+        return
     path = _record_path(me)
     partial = path.with_suffix(".tmp")
     partial.write_text(json.dumps({"driver": [me.pid, me.create_time()],
                                    "processes": sorted(processes)}))
     os.replace(partial, path)  # a reader never sees half a record
+
+
+def _private(folder: Path) -> bool:
+    """Whether `folder` is ours and writable by no one else: the records in it decide which
+    processes get stopped, so a folder another user could write to is never trusted."""
+    try:
+        status = folder.stat()
+    except OSError:
+        return False
+    owner = os.getuid() if hasattr(os, "getuid") else status.st_uid
+    return status.st_uid == owner and not status.st_mode & 0o022
 
 
 def _record_path(process: psutil.Process) -> Path:

@@ -224,3 +224,23 @@ def test_a_record_only_stops_its_own_processes(tmp_path, monkeypatch):
     finally:
         if sleeper.is_running():
             sleeper.kill()
+
+
+def test_records_in_a_folder_others_can_write_are_not_trusted(tmp_path, monkeypatch):
+    """Another user who could write records there could have us stop any of our processes."""
+    monkeypatch.setattr(localray, "RECORDS", tmp_path)
+    finished = subprocess.Popen(["true"])
+    finished.wait()
+    sleeper = psutil.Process(subprocess.Popen(["sleep", "300"]).pid)
+    try:
+        (tmp_path / "planted.json").write_text(json.dumps(
+            {"driver": [finished.pid, 0.0], "processes": [[sleeper.pid, sleeper.create_time()]]}))
+        tmp_path.chmod(0o777)
+        assert localray.reap_orphans() == []
+        assert sleeper.is_running() and sleeper.status() != psutil.STATUS_ZOMBIE
+        tmp_path.chmod(0o700)
+        assert localray.reap_orphans() == [sleeper.pid]
+    finally:
+        tmp_path.chmod(0o700)
+        if sleeper.is_running():
+            sleeper.kill()
