@@ -208,3 +208,17 @@ def test_sensitivity_moves_the_infrared_and_tophat_thresholds_linearly():
         expected = response > median + (6 - 4 * sensitivity) * spread
         assert np.array_equal(detect(small_photo("coffee", 96), "tophat", sensitivity).mask,
                               expected)
+
+
+def test_the_readme_quotes_the_measured_detection_speed():
+    # The README's "s per megapixel" is the range of the learned rows of the results file.
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    results = (root / "benchmarks" / "results" / "detect.md").read_text()
+    learned = results.split("### learned", 1)[1].split("###", 1)[0]
+    header, *rows = [line for line in learned.splitlines() if line.startswith("| ")]
+    column = [cell.strip() for cell in header.split("|")].index("seconds_per_mp")
+    seconds = [float(row.split("|")[column]) for row in rows if not row.startswith("| **")]
+    quoted = f"{min(seconds):.1f} to {max(seconds):.1f} s per megapixel on one CPU thread"
+    assert quoted in " ".join((root / "README.md").read_text().split()), quoted
