@@ -354,6 +354,41 @@ def test_the_hand_mask_of_another_extension_would_win_so_save_refuses(server, ru
     assert not (run["hand"] / "box" / "cat.png").exists()
 
 
+def test_review_reads_and_saves_in_a_bucket(run, s3):
+    """Outputs, detected masks and manifest in a bucket (a loopback S3 server); the
+    corrected mask is saved to a bucket prefix, and the folder listing sees it."""
+    fs, local = s3.filesystem(), run["root"]
+    for folder in ("images", "out"):
+        fs.put(str(local / folder), f"{s3.bucket}/{folder}", recursive=True)
+    rows = []
+    for row in manifest.read(str(run["out"] / "_manifest")).to_pylist():
+        for key in ("image_uri", "mask_uri", "output_uri"):
+            row[key] = s3.uri(str(Path(row[key]).relative_to(local)))
+        rows.append(row)
+    writer = manifest.ManifestWriter(s3.uri("out/_manifest"), "run-1")
+    writer.add(rows)
+    writer.flush()
+    review = serve(s3.uri("out"), s3.uri("checked"))
+    thread = threading.Thread(target=review.serve_forever, daemon=True)
+    thread.start()
+    try:
+        cat = item_id(run, "box/cat.png")
+        status, body = post_edits(review, cat, [{"op": "reject", "region": 1}])
+        listing = json.loads(request(review, "GET", "/api/items",
+                                     headers=token_header(review))[1])
+    finally:
+        review.shutdown()
+        review.server_close()
+    assert status == 200, body
+    assert json.loads(body)["saved"] == s3.uri("checked/box/cat.png")
+    detected = read_mask(run["rows"]["box/cat.png"]["mask_uri"])
+    _, labels = regions_of(detected)
+    saved = np.asarray(Image.open(io.BytesIO(fs.cat_file(f"{s3.bucket}/checked/box/cat.png"))))
+    assert ((saved > 127) == (detected & (labels != 1))).all()
+    assert {item["path"]: item["saved"] for item in listing["items"]} == {
+        "box/cat.png": True, HOSTILE: False}
+
+
 def test_review_command_says_when_there_is_nothing_to_review(tmp_path):
     result = CliRunner().invoke(app, ["review", str(tmp_path), "--hand-masks",
                                       str(tmp_path / "hand")])
@@ -441,6 +476,19 @@ def test_reject_paint_save_in_chromium_then_rerun_restores_only_that_photo(tmp_p
             page.mouse.down()
             page.mouse.move(*screen(end), steps=12)
             page.mouse.up()
+            # An erase stroke, undone (Ctrl+Z): it must not reach the saved mask.
+            page.click("[data-tool=erase]")
+            page.mouse.move(*screen(target))
+            page.mouse.down()
+            page.mouse.move(*screen((target[0] + 6, target[1])), steps=3)
+            page.mouse.up()
+            page.keyboard.press("Control+z")
+            # The wheel zooms both panes; Fit puts the photo back.
+            page.mouse.move(*screen((detected.shape[1] / 2, detected.shape[0] / 2)))
+            page.mouse.wheel(0, -500)
+            zoomed = page.locator("#overlay").bounding_box()["width"] / box["width"]
+            result_zoomed = page.locator("#result").bounding_box()["width"] / box["width"]
+            page.click("#fit")
             page.click("#toggle")
             before_caption = page.inner_text("#result-caption")
             page.click("#save")
@@ -453,6 +501,7 @@ def test_reject_paint_save_in_chromium_then_rerun_restores_only_that_photo(tmp_p
     assert problems == [], problems
     assert HOSTILE in names and injected == 0
     assert before_caption == "photo (before)" and "saved" in status
+    assert zoomed > 1.5 and result_zoomed == pytest.approx(zoomed)
     origin = review.url.split("?")[0]
     assert all(url.startswith((origin, "blob:" + origin)) for url in requests), requests
     [body] = posted

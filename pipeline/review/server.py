@@ -42,6 +42,7 @@ SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Cache-Control": "no-store",
 }
+TOKEN_IN_URL = re.compile(r"token=[^&\s]*")
 ITEM_ROUTE = re.compile(r"^/api/items/([0-9a-f]{1,64})(?:/(photo|output|labels|mask))?$")
 
 
@@ -106,7 +107,9 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base's name)
-        log.debug("%s " + format, self.address_string(), *args)
+        # The request line carries the token in the page's URL: never into a log.
+        line = TOKEN_IN_URL.sub("token=…", format % args)
+        log.debug("%s %s", self.address_string(), line)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         self._answer(self._get)
