@@ -158,11 +158,13 @@ def test_traversal_attempts_are_refused_and_write_nothing(server, run, tmp_path)
 
 
 @pytest.mark.parametrize("relative", ["../escape.png", "a/../../escape.png", "/etc/escape.png",
-                                      "..", "s3://bucket/escape.png", "..\\escape.png"])
+                                      "..", "a::s3://bucket/escape.png", "..\\escape.png"])
 def test_a_manifest_path_that_climbs_out_of_the_hand_masks_folder_is_refused(relative, tmp_path):
     with pytest.raises(ReviewError, match="leaves the hand-masks folder"):
         hand_mask_uri(str(tmp_path / "hand"), relative)
-    assert hand_mask_uri(str(tmp_path / "hand"), "a/./b/x.jpg") == str(tmp_path / "hand/a/b/x.png")
+    hand = tmp_path / "hand"
+    assert hand_mask_uri(str(hand), "a/./b/x.jpg") == str(hand / "a/b/x.png")
+    assert hand_mask_uri(str(hand), "12:30 scan.tif") == str(hand / "12:30 scan.png")
 
 
 def test_a_crafted_manifest_row_cannot_save_outside_the_folder(run, tmp_path):

@@ -109,7 +109,8 @@ def hand_mask_uri(hand_masks: str, relative_path: str) -> str:
     folder (`..`, an absolute path) is refused, so a save never lands outside it.
     """
     normal = posixpath.normpath(relative_path.replace("\\", "/"))
-    if normal.startswith(("/", "../")) or normal in ("..", ".") or ":" in normal.split("/")[0]:
+    # `::` would make fsspec read the joined URI as a chain onto another filesystem.
+    if normal.startswith(("/", "../")) or normal in ("..", ".") or "::" in normal:
         raise ReviewError(f"refusing to write a mask for {relative_path!r}: the path leaves "
                           "the hand-masks folder")
     return mask_uri_for(hand_masks, normal)
