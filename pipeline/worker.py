@@ -26,12 +26,13 @@ from pipeline.settings import RunSettings
 # Decoded pixels a worker holds at once to fill several photos together: past it, the
 # photos gathered so far are filled and written before the next is read.
 GROUP_PIXELS = 16_000_000
-# error_kind of an item whose write the output location refused for good (full, over quota,
-# read-only, denied), or that was not attempted after such a refusal: the driver stops.
-REFUSED = "refused"
 # An object's repr inside a library's message, e.g. Pillow's "cannot identify image file
 # <_io.BytesIO object at 0x7ff6...>".
 _OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
+
+# error_kind of an item whose write the output location refused for good (full, over quota,
+# read-only, denied), or that was not attempted after such a refusal: the driver stops.
+REFUSED = "refused"
 
 
 def error_kind(error: BaseException) -> str:
