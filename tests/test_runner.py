@@ -258,3 +258,24 @@ def test_files_written_through_ray_follow_the_umask_of_the_command(archive):
     assert {"a/chelsea.jpg", "_masks/a/chelsea.png", "_report/index.html"} <= set(modes)
     assert any(name.startswith("_manifest/part-") for name in modes)
     assert {name: oct(mode) for name, mode in modes.items() if mode != 0o640} == {}
+
+
+def test_a_report_the_storage_refuses_is_one_line_and_exit_5(archive, tmp_path):
+    from typer.testing import CliRunner
+
+    from pipeline import manifest
+    from pipeline.cli import app
+    from tests.test_storage import tmpfs
+
+    settings = RunSettings(images=str(archive["images"]), masks=str(archive["masks"]),
+                           out=str(archive["out"]), method="telea")
+    writer = manifest.ManifestWriter(settings.manifest_uri(), "run1")
+    writer.add(runner.restore_items(settings))
+    writer.flush()
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as read_only:
+        result = CliRunner().invoke(app, ["report", settings.manifest_uri(), "--out",
+                                          str(read_only / "report")])
+    assert result.exit_code == 5, result.output
+    assert result.output.startswith("error: the report could not be written: read-only file "
+                                    f"system writing {read_only}/report/")
+    assert len(result.output.splitlines()) == 1
