@@ -287,10 +287,11 @@ function moveCursor(event) {
 
 function wirePointer(pane) {
   let gesture = null;
+  pane.addEventListener("contextmenu", (event) => event.preventDefault());
   pane.addEventListener("pointerdown", (event) => {
     if (!current) return;
     pane.setPointerCapture(event.pointerId);
-    const pan = event.button === 1 || spaceHeld || pane.id !== "edit-pane" || tool === "regions";
+    const pan = event.button !== 0 || spaceHeld || pane.id !== "edit-pane" || tool === "regions";
     gesture = { pan, startX: event.clientX, startY: event.clientY, x: view.x, y: view.y,
                 moved: false, points: pan ? null : [photoPoint(event)] };
     if (!pan) drawLive(gesture.points);
@@ -378,7 +379,11 @@ function wireControls() {
   $("save").addEventListener("click", () => save().catch((e) => say(`not saved: ${e.message}`, true)));
   window.addEventListener("resize", fit);
   window.addEventListener("keydown", (event) => {
-    if (event.key === " ") { spaceHeld = true; return; }
+    if (event.key === " ") {  // held for panning: it must not press the focused button
+      spaceHeld = true;
+      if (event.target === document.body || event.target.tagName === "BUTTON") event.preventDefault();
+      return;
+    }
     if ((event.ctrlKey || event.metaKey) && event.key === "z") { event.preventDefault(); undo(); return; }
     if (event.ctrlKey || event.metaKey || event.altKey) return;
     const keys = { r: () => setTool("regions"), p: () => setTool("paint"), e: () => setTool("erase"),
