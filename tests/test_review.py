@@ -10,6 +10,7 @@ import json
 import shutil
 import socket
 import threading
+from datetime import timedelta
 from pathlib import Path
 
 import cv2
@@ -203,13 +204,24 @@ def test_photos_are_listed_most_doubtful_first_latest_row_each(run):
     assert shares == sorted(shares, reverse=True) and len(listed) == 2
     cat = run["rows"]["box/cat.png"]
     newer = [cat | {"status": "failed", "finished_at": None},
-             run["rows"][HOSTILE] | {"damage_fraction": 0.9, "hole_fraction": 0.9}]
+             run["rows"][HOSTILE] | {"damage_fraction": 0.9, "hole_fraction": 0.9,
+                                     "finished_at": run["rows"][HOSTILE]["finished_at"]
+                                     + timedelta(seconds=5)}]
     writer = manifest.ManifestWriter(str(run["out"] / "_manifest"), "run-2")
     writer.add(newer)
     writer.flush()
     listed = entries(str(run["out"] / "_manifest"))
     assert [entry.relative_path for entry in listed] == [HOSTILE, "box/cat.png"]
     assert listed[0].damage_fraction == 0.9
+    # A reviewed mask needs less of a look than any mask nobody checked.
+    writer = manifest.ManifestWriter(str(run["out"] / "_manifest"), "run-3")
+    later = run["rows"][HOSTILE]["finished_at"] + timedelta(seconds=10)
+    writer.add([run["rows"][HOSTILE] | {"mask_reviewed": True, "damage_fraction": None,
+                                         "hole_fraction": 0.95, "finished_at": later}])
+    writer.flush()
+    listed = entries(str(run["out"] / "_manifest"))
+    assert [(e.relative_path, e.reviewed) for e in listed] == [("box/cat.png", False),
+                                                               (HOSTILE, True)]
 
 
 def test_a_view_is_downscaled_with_its_region_labels(server, run, monkeypatch):

@@ -46,6 +46,10 @@ TOKEN_IN_URL = re.compile(r"token=[^&\s]*")
 ITEM_ROUTE = re.compile(r"^/api/items/([0-9a-f]{1,64})(?:/(photo|output|labels|mask))?$")
 
 
+class NotFound(LookupError):
+    """No such page, file or photo of this run: a 404."""
+
+
 class Review:
     """The state behind the pages: the run's entries, recent views, the hand-masks folder."""
 
@@ -73,7 +77,7 @@ class Review:
 
     def entry(self, item_id: str) -> Entry:
         if item_id not in self.by_id:
-            raise KeyError(item_id)
+            raise NotFound(item_id)
         return self.by_id[item_id]
 
     def view(self, item_id: str) -> View:
@@ -122,8 +126,8 @@ class Handler(BaseHTTPRequestHandler):
             if not self._host_is_loopback():
                 return self._send_error(HTTPStatus.FORBIDDEN, "Host must be the loopback")
             route(urlsplit(self.path))
-        except KeyError:
-            self._send_error(HTTPStatus.NOT_FOUND, "no such photo in this run")
+        except NotFound:
+            self._send_error(HTTPStatus.NOT_FOUND, "no such page or photo in this run")
         except ReviewError as error:
             self._send_error(HTTPStatus.BAD_REQUEST, str(error))
         except Exception as error:  # one bad photo must not take the server down
@@ -145,7 +149,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_json(self.server.review.listing())
         match = ITEM_ROUTE.match(url.path)
         if not match or match.group(2) == "mask":
-            raise KeyError(url.path)
+            raise NotFound(url.path)
         item_id, part = match.groups()
         view = self.server.review.view(item_id)
         if part is None:
@@ -160,7 +164,7 @@ class Handler(BaseHTTPRequestHandler):
             return self._send_error(HTTPStatus.FORBIDDEN, "missing or wrong token")
         match = ITEM_ROUTE.match(url.path)
         if not match or match.group(2) != "mask":
-            raise KeyError(url.path)
+            raise NotFound(url.path)
         if self.headers.get_content_type() != "application/json":
             raise ReviewError("send the edits as application/json")
         length = int(self.headers.get("Content-Length") or 0)
@@ -186,7 +190,7 @@ class Handler(BaseHTTPRequestHandler):
         # Only the package's own files by exact name: nothing the request spells can climb.
         known = {entry.name for entry in folder.iterdir()}
         if name not in known or suffix not in STATIC_TYPES:
-            raise KeyError(name)
+            raise NotFound(name)
         self._send((folder / name).read_bytes(), STATIC_TYPES[suffix])
 
     def _send_json(self, value: Any) -> None:
