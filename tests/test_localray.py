@@ -66,7 +66,7 @@ def listening(processes: list[psutil.Process]) -> list[tuple[str, str, int]]:
             if c.status == psutil.CONN_LISTEN and c.pid in names]
 
 
-def wait_for(condition, what: str, limit: float = 240.0):
+def wait_for(condition, what: str, limit: float = 600.0):
     """Poll until `condition()` is truthy (the machine may be loaded: no timing claims)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
