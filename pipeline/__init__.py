@@ -1,7 +1,8 @@
 """Restore damaged photos at scale: inpainting on Ray, from object storage.
 
 Library entry points: `inpaint` (one array), `run` (a whole archive on Ray),
-`restore_items` (the same work in-process) and `RunSettings` (every setting, typed).
+`restore_items` (the same work in-process), `restore_dataset` (the rows of a Ray Data
+dataset, inside its user's own pipeline) and `RunSettings` (every setting, typed).
 """
 
 import os
@@ -11,9 +12,10 @@ import os
 # pipeline, Ray workers included, sets this before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from pipeline.datasets import restore_dataset  # noqa: E402
 from pipeline.methods import inpaint, load_method, method_names  # noqa: E402
 from pipeline.runner import plan, restore_items, run  # noqa: E402
 from pipeline.settings import RunSettings  # noqa: E402
 
-__all__ = ["RunSettings", "inpaint", "load_method", "method_names", "plan", "restore_items",
-           "run"]
+__all__ = ["RunSettings", "inpaint", "load_method", "method_names", "plan", "restore_dataset",
+           "restore_items", "run"]

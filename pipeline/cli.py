@@ -179,8 +179,23 @@ def run_command(
     detect_scale: Annotated[float, typer.Option(help="With --masks auto: detect on the photo "
                                                      "shrunk by this factor (0.5 for scans at "
                                                      "twice 300-600 dpi).")] = 1.0,
+    input_format: Annotated[str, typer.Option(help="auto|files|parquet|webdataset (auto: a "
+                                                   "path ending .parquet is Parquet, .tar "
+                                                   "WebDataset).")] = "auto",
+    image_column: Annotated[str | None, typer.Option(help="Dataset column (WebDataset: "
+                                                          "extension) of the photo bytes "
+                                                          "(default: image, jpg, ...).")] = None,
+    mask_column: Annotated[str | None, typer.Option(help="Dataset column (WebDataset: "
+                                                         "extension) of the mask bytes "
+                                                         "(default: mask, mask.*).")] = None,
+    key_column: Annotated[str | None, typer.Option(help="Parquet column of row keys "
+                                                        "(default: key, else the row "
+                                                        "number).")] = None,
 ) -> None:
     """Restore every photo under IMAGES into OUT, recording one manifest row per item.
+
+    IMAGES may also be a dataset: Parquet parts with an image-bytes column, or WebDataset
+    tar shards; OUT is then the same kind of dataset.
 
     Example: inpaint run examples/images --masks examples/masks --out restored/
     """
@@ -194,7 +209,8 @@ def run_command(
         seed=seed, weights=weights, max_pixels=max_pixels, manifest=manifest,
         storage_options=parse_storage_options(storage_options), limit=limit, report=report,
         run_id=run_id, hand_masks=hand_masks, detector=detector, sensitivity=sensitivity,
-        detect_scale=detect_scale,
+        detect_scale=detect_scale, input_format=input_format, image_column=image_column,
+        mask_column=mask_column, key_column=key_column,
     )
     try:
         if dry_run:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from pipeline import storage
 
@@ -32,6 +32,11 @@ class Item:
     mask_uri: str | None
     input_fingerprint: str
     problem: str | None = None
+    # A dataset's row (pipeline.datasets) carries its bytes and names its place in the
+    # output part; loose files leave these None and are read from their URIs.
+    image_bytes: bytes | None = field(default=None, repr=False)
+    mask_bytes: bytes | None = field(default=None, repr=False)
+    output_uri: str | None = None
 
 
 def item_id_for(relative_path: str) -> str:

@@ -65,16 +65,7 @@ def new_run_id() -> str:
 
 def validate(settings: RunSettings, in_process: bool = False) -> str:
     """Check everything that can be checked before any work; return the params JSON."""
-    try:
-        method_params = resolve_params(settings.method, settings.method_params)
-    except UnknownMethodError as error:
-        raise UsageError(str(error)) from None
-    except ValidationError as error:  # one line, not pydantic's multi-line dump
-        raise UsageError(f"invalid params for method {settings.method!r}: "
-                         f"{describe_errors(error, unknown='unknown param')} (`inpaint "
-                         "methods` lists each method's params)") from None
-    except ValueError as error:
-        raise UsageError(f"invalid params for method {settings.method!r}: {error}") from None
+    method_params = resolve_method_params(settings)
     for uri in (settings.images, settings.out, settings.masks, settings.mask, settings.manifest):
         if uri and uri.startswith("memory://") and not in_process:
             raise UsageError(
@@ -87,6 +78,20 @@ def validate(settings: RunSettings, in_process: bool = False) -> str:
         raise UsageError(f"cannot open {settings.images}: {error}") from None
     check_writable(settings)
     return params_json(settings.output_params(method_params))
+
+
+def resolve_method_params(settings: RunSettings) -> dict[str, Any]:
+    """The method's params with their defaults, or a one-line `UsageError`."""
+    try:
+        return resolve_params(settings.method, settings.method_params)
+    except UnknownMethodError as error:
+        raise UsageError(str(error)) from None
+    except ValidationError as error:  # one line, not pydantic's multi-line dump
+        raise UsageError(f"invalid params for method {settings.method!r}: "
+                         f"{describe_errors(error, unknown='unknown param')} (`inpaint "
+                         "methods` lists each method's params)") from None
+    except ValueError as error:
+        raise UsageError(f"invalid params for method {settings.method!r}: {error}") from None
 
 
 def check_writable(settings: RunSettings) -> None:
@@ -106,8 +111,7 @@ def check_writable(settings: RunSettings) -> None:
 def plan(settings: RunSettings, in_process: bool = False) -> Plan:
     """Discover and pair items, then split them into work to do and work resume skips."""
     params = validate(settings, in_process)
-    items = discover.pair(settings.images, settings.masks, settings.mask, settings.storage_options,
-                          settings.hand_masks)
+    items = _find_items(settings)
     if settings.limit:
         items = items[: settings.limit]
     done = set() if settings.force else _completed(settings)
@@ -118,6 +122,17 @@ def plan(settings: RunSettings, in_process: bool = False) -> Plan:
         (skipped if finished else todo).append(item)
     problems = [item for item in todo if item.problem]
     return Plan(settings.run_id or new_run_id(), params, todo, skipped, problems)
+
+
+def _find_items(settings: RunSettings) -> list[Item]:
+    """Loose files paired with their masks, or the rows of a Parquet or WebDataset
+    dataset (pipeline.datasets)."""
+    from pipeline import datasets
+
+    if datasets.format_of(settings) != "files":
+        return datasets.find_items(settings)
+    return discover.pair(settings.images, settings.masks, settings.mask,
+                         settings.storage_options, settings.hand_masks)
 
 
 def _completed(settings: RunSettings) -> set[tuple[str, str, str]]:
@@ -254,14 +269,12 @@ def _stream_rows(settings: RunSettings, work: Plan):
     """
     import ray
 
-    from pipeline.worker import restorer_class
-
-    restorer = ray.remote(restorer_class(settings, work.params)).options(
+    actor_class, units = _work_units(settings, work)
+    restorer = ray.remote(actor_class).options(
         num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker,
         max_restarts=-1, max_task_retries=-1)
     actors = [restorer.remote() for _ in range(settings.workers)]
-    size = settings.batch_size
-    batches = (work.todo[start:start + size] for start in range(0, len(work.todo), size))
+    batches = iter(units)
     running: dict[Any, Any] = {}
 
     def give(actor) -> None:
@@ -280,6 +293,20 @@ def _stream_rows(settings: RunSettings, work: Plan):
     finally:
         for actor in actors:
             ray.kill(actor)
+
+
+def _work_units(settings: RunSettings, work: Plan) -> tuple[type, Any]:
+    """The actor class and what each of its tasks is given: `batch_size` items, or one
+    part of a dataset (its output part is written whole, pipeline.datasets)."""
+    from pipeline import datasets
+    from pipeline.worker import restorer_class
+
+    if datasets.format_of(settings) != "files":
+        return (datasets.restorer_class(settings, work.params),
+                datasets.part_tasks(work.todo, work.already_done))
+    size = settings.batch_size
+    return (restorer_class(settings, work.params),
+            (work.todo[start:start + size] for start in range(0, len(work.todo), size)))
 
 
 def _rows_of(batch) -> list[dict[str, Any]]:
@@ -339,8 +366,11 @@ def _quiet_ray_logs() -> None:
 def restore_items(settings: RunSettings) -> list[dict]:
     """The same work as `run`, in this process and without Ray or a manifest (notebooks,
     benchmarks, `memory://`): returns the rows `run` would record."""
+    from pipeline import datasets
     from pipeline.worker import Context, restore_item
 
     work = plan(settings, in_process=True)
     context = Context(settings, work.params)
+    if datasets.format_of(settings) != "files":
+        return datasets.restore_in_process(work.todo, work.already_done, context)
     return [restore_item(item, context) for item in work.todo]

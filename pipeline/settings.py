@@ -34,6 +34,16 @@ class RunSettings(BaseModel):
         default=None,
         description="With masks='auto': folder of hand-made masks that win over detection.",
     )
+    input_format: Literal["auto", "files", "parquet", "webdataset"] = Field(
+        default="auto",
+        description="What IMAGES holds: loose files, Parquet parts or WebDataset tar shards "
+                    "(auto: *.parquet is Parquet, *.tar WebDataset, anything else files).")
+    image_column: str | None = Field(
+        default=None, description="Dataset column (WebDataset: extension) of the image bytes.")
+    mask_column: str | None = Field(
+        default=None, description="Dataset column (WebDataset: extension) of the mask bytes.")
+    key_column: str | None = Field(
+        default=None, description="Parquet column of each row's key (default 'key' if there).")
     task: Literal["restore", "detect"] = Field(
         default="restore", description="'detect' writes damage masks to OUT instead.")
     detector: Literal["auto", "learned", "infrared", "tophat"] = Field(
@@ -118,7 +128,13 @@ class RunSettings(BaseModel):
         # The hand-masks folder is not among them: each photo's hand mask is in its own
         # input fingerprint, so a mask saved by `inpaint review` redoes that photo alone.
         auto = detection if self.masks == "auto" else {}
-        return auto | {
+        # Which of a dataset's columns are the photo and its mask decides the output; loose
+        # files keep the params they always had, so their resume is unchanged.
+        from pipeline import datasets
+
+        columns = ({"image_column": self.image_column, "mask_column": self.mask_column}
+                   if datasets.format_of(self) != "files" else {})
+        return auto | columns | {
             "method": self.method,
             "method_params": method_params,
             "invert_mask": self.invert_mask,

@@ -33,6 +33,9 @@ _OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
 # error_kind of an item whose write the output location refused for good (full, over quota,
 # read-only, denied), or that was not attempted after such a refusal: the driver stops.
 REFUSED = "refused"
+# The row key under which an item's output bytes travel when `Context.keep_outputs` is set;
+# never a manifest column (manifest.to_table keeps only its own columns).
+OUTPUT_DATA = "_output_data"
 
 
 def error_kind(error: BaseException) -> str:
@@ -88,6 +91,9 @@ class Context:
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
         self.model = getattr(self.method, "model_name", None)
         self.weights_sha256 = getattr(self.method, "weights_sha256", None)
+        # Outputs stay in the rows (OUTPUT_DATA) instead of being written one file each:
+        # a dataset's writer puts them in its parts (pipeline.datasets).
+        self.keep_outputs = False
         # The first write the output location refused: after it this actor attempts nothing,
         # since every later write would fail the same way.
         self.refused: storage.WriteRefused | None = None
@@ -144,6 +150,24 @@ def _fill_and_write(group: list[Job], context: Context) -> None:
         job.finish(outcome, share)
 
 
+def base_row(item: Item, context: Context) -> dict[str, Any]:
+    """An item's manifest row before any work: who it is and what does it."""
+    return manifest.empty_row() | {
+        "item_id": item.item_id,
+        "relative_path": item.relative_path,
+        "image_uri": item.image_uri,
+        "mask_uri": item.mask_uri,
+        "input_fingerprint": item.input_fingerprint,
+        "method": context.settings.method,
+        "params": context.params,
+        "worker": context.worker,
+        "device": context.device,
+        "model": context.model,
+        "weights_sha256": context.weights_sha256,
+        "started_at": datetime.now(UTC),
+    }
+
+
 class Job:
     """One item's way through a batch: prepared on creation (read, decode, mask), finished
     with the method's outcome (encode, write). Every error ends up in `row`."""
@@ -152,20 +176,7 @@ class Job:
         self.context = context
         self.seconds = 0.0
         self.ready = False
-        self.row = manifest.empty_row() | {
-            "item_id": item.item_id,
-            "relative_path": item.relative_path,
-            "image_uri": item.image_uri,
-            "mask_uri": item.mask_uri,
-            "input_fingerprint": item.input_fingerprint,
-            "method": context.settings.method,
-            "params": context.params,
-            "worker": context.worker,
-            "device": context.device,
-            "model": context.model,
-            "weights_sha256": context.weights_sha256,
-            "started_at": datetime.now(UTC),
-        }
+        self.row = base_row(item, context)
         self._timed(self._prepare, item)
         if not self.ready:
             self._close()
@@ -210,7 +221,9 @@ class Job:
         if settings.task == "detect":
             self.row |= autodetect.detect_item(item, settings, self.context.device)
             return
-        image_bytes = storage.read_uri(item.image_uri, settings.storage_options)
+        image_bytes = item.image_bytes  # a dataset's row carries its bytes
+        if image_bytes is None:
+            image_bytes = storage.read_uri(item.image_uri, settings.storage_options)
         photo = imageio.decode(image_bytes, settings.max_pixels)
         imageio.check_writable(photo, settings.output_format)  # a GIF without --format
         found: dict[str, Any] = {}
@@ -233,14 +246,23 @@ class Job:
             "hole_fraction": hole_fraction(mask),
             "input_bytes": len(image_bytes),
         }
-        self.output_uri = output_uri_for(settings, item.relative_path)
+        self.output_uri = (item.output_uri if self.context.keep_outputs
+                           else output_uri_for(settings, item.relative_path))
         if not mask.any():
             data = _unchanged_bytes(photo, image_bytes, settings)
-            storage.write_uri(self.output_uri, data, settings.storage_options)
+            self._put(data)
             self.row |= {"status": "skipped", "error": "empty mask: nothing to fill, input copied",
                          "output_uri": self.output_uri, "output_bytes": len(data)}
             return
         self.photo, self.mask, self.ready = photo, mask, True
+
+    def _put(self, data: bytes) -> None:
+        """Write the output file; or, for a dataset, keep the bytes in the row: its part is
+        written whole, with every item of it (pipeline.datasets)."""
+        if self.context.keep_outputs:
+            self.row[OUTPUT_DATA] = data
+        else:
+            storage.write_uri(self.output_uri, data, self.context.settings.storage_options)
 
     def _write(self, outcome: Result | Exception) -> None:
         if isinstance(outcome, Exception):
@@ -248,7 +270,7 @@ class Job:
         settings = self.context.settings
         data, encoding = imageio.encode_with_note(self.photo, outcome.pixels,
                                                   settings.output_format)
-        storage.write_uri(self.output_uri, data, settings.storage_options)
+        self._put(data)
         self.row |= {"status": "ok", "output_uri": self.output_uri, "output_bytes": len(data),
                      "encoding": encoding, "iterations": outcome.iterations,
                      "loss": outcome.loss, "tone": outcome.tone}
@@ -281,6 +303,8 @@ def describe(error: BaseException, row: dict[str, Any]) -> str:
 
 
 def _read_mask(item: Item, settings: RunSettings) -> bytes:
+    if item.mask_bytes is not None:  # a dataset's row carries its mask
+        return item.mask_bytes
     try:
         return storage.read_uri(item.mask_uri, settings.storage_options)
     except FileNotFoundError:
