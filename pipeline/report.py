@@ -298,18 +298,18 @@ def write_thumbnails(row: dict[str, Any], out_fs, out_path: str,
     """
     params = manifest.params_of(row)
     max_pixels = params.get("max_pixels") or DEFAULT_MAX_PIXELS
-    damaged = _load_rgb(row["image_uri"], storage_options, max_pixels)
+    damaged = _load_rgb(row["image_uri"], storage_options, max_pixels, params)
     size = _thumb_size(damaged.size)
     names = {part: f"thumbs/{row['item_id']}-{part}" for part in
              ("damaged.jpg", "outline.png", "restored.jpg")}
     _write_image(out_fs, out_path, names["damaged.jpg"], damaged.resize(size, Image.LANCZOS))
     if row["mask_uri"]:
         holes = _load_holes(row["mask_uri"], storage_options, max_pixels, size,
-                            bool(params.get("invert_mask")))
+                            bool(params.get("invert_mask")), params)
         _write_image(out_fs, out_path, names["outline.png"], outline_overlay(holes))
     else:
         names.pop("outline.png")
-    restored = _load_rgb(row["output_uri"], storage_options, max_pixels)
+    restored = _load_rgb(row["output_uri"], storage_options, max_pixels, params)
     _write_image(out_fs, out_path, names["restored.jpg"], restored.resize(size, Image.LANCZOS))
     return {part.split(".")[0]: quote(name) for part, name in names.items()}
 
@@ -320,13 +320,21 @@ def _thumb_size(size: tuple[int, int]) -> tuple[int, int]:
     return max(1, round(width * scale)), max(1, round(height * scale))
 
 
-def _open(uri: str, storage_options: dict | None, max_pixels: int) -> Image.Image:
-    return imageio.open_checked(storage.read_uri(uri, storage_options), max_pixels)
+def _open(uri: str, storage_options: dict | None, max_pixels: int,
+          params: dict | None = None) -> Image.Image:
+    if params and "image_column" in params:  # a dataset's row: PART#KEY (pipeline.datasets)
+        from pipeline import datasets
+
+        data = datasets.read_row_bytes(uri, params, storage_options)
+    else:
+        data = storage.read_uri(uri, storage_options)
+    return imageio.open_checked(data, max_pixels)
 
 
-def _load_rgb(uri: str, storage_options: dict | None, max_pixels: int) -> Image.Image:
+def _load_rgb(uri: str, storage_options: dict | None, max_pixels: int,
+              params: dict | None = None) -> Image.Image:
     """The photo as displayed, at most twice the thumbnail size, 8-bit RGB."""
-    image = _open(uri, storage_options, max_pixels)
+    image = _open(uri, storage_options, max_pixels, params)
     # JPEG decodes at 1/2, 1/4 or 1/8 scale for free: a 100 MP scan costs a few MP here.
     image.draft("RGB", (THUMB_SIDE * 2, THUMB_SIDE * 2))
     if image.mode.startswith("I"):
@@ -342,12 +350,12 @@ def _to_gray8(image: Image.Image) -> np.ndarray:
 
 
 def _load_holes(uri: str, storage_options: dict | None, max_pixels: int,
-                size: tuple[int, int], invert: bool) -> np.ndarray:
+                size: tuple[int, int], invert: bool, params: dict | None = None) -> np.ndarray:
     """The mask at thumbnail size, by the masks module's convention (> 127 = hole).
 
     Area resampling, then any hole at all: one-pixel scratches stay visible when small.
     """
-    gray = _to_gray8(ImageOps.exif_transpose(_open(uri, storage_options, max_pixels)))
+    gray = _to_gray8(ImageOps.exif_transpose(_open(uri, storage_options, max_pixels, params)))
     holes = (gray <= 127) if invert else (gray > 127)
     small = cv2.resize(holes.astype(np.uint8) * 255, size, interpolation=cv2.INTER_AREA)
     return small > 0

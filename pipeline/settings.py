@@ -128,11 +128,13 @@ class RunSettings(BaseModel):
         # The hand-masks folder is not among them: each photo's hand mask is in its own
         # input fingerprint, so a mask saved by `inpaint review` redoes that photo alone.
         auto = detection if self.masks == "auto" else {}
-        # Which of a dataset's columns are the photo and its mask decides the output; loose
-        # files keep the params they always had, so their resume is unchanged.
+        # Which of a dataset's columns are the photo, its mask and its key decides the
+        # output (and lets the report find a row again); loose files keep the params they
+        # always had, so their resume is unchanged.
         from pipeline import datasets
 
-        columns = ({"image_column": self.image_column, "mask_column": self.mask_column}
+        columns = ({"image_column": self.image_column, "mask_column": self.mask_column,
+                    "key_column": self.key_column}
                    if datasets.format_of(self) != "files" else {})
         return auto | columns | {
             "method": self.method,

@@ -287,13 +287,17 @@ def test_a_broken_photo_in_a_part_is_one_failed_row_and_the_run_goes_on(tmp_path
     write_parquet(tmp_path / "data", samples(broken=0))
     out = tmp_path / "out"
     result = inpaint("run", tmp_path / "data/train-00000.parquet", "--out", out,
-                     "--method", "telea", "--no-report")
+                     "--method", "telea")
     assert result.exit_code == 1, result.output
     statuses = {r["relative_path"]: r["status"] for r in manifest_rows(out)}
     assert statuses == {"train-00000.parquet#0000": "failed", "train-00000.parquet#0001": "ok",
                         "train-00000.parquet#0002": "ok"}
     assert pq.read_table(out / "train-00000.parquet").column("key").to_pylist() == ["0001",
                                                                                    "0002"]
+    # The report's thumbnails find the rows inside the input, mask and output parts.
+    page = (out / "_report/index.html").read_text()
+    assert "thumbnail unavailable" not in page
+    assert len(list((out / "_report/thumbs").glob("*-restored.jpg"))) == 2
 
 
 @pytest.mark.slow

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import posixpath
 import re
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -340,6 +341,48 @@ def restore_in_process(todo: list[Item], already_done: list[Item], context) -> l
     return [row for task in part_tasks(todo, already_done)
             for row in restore_part(task, context)]
 
+
+def read_row_bytes(uri: str, params: dict[str, Any], storage_options: dict | None) -> bytes:
+    """The bytes a dataset run's manifest URI names, for the report's thumbnails: a row's
+    photo (`PART#KEY`, in IMAGES or OUT), its mask (`PART#KEY:COLUMN`, a shard's
+    `PART#KEY.mask.png`), or a plain file (`--mask FILE`)."""
+    part, separator, name = uri.partition(KEY_SEPARATOR)
+    kind = format_of(RunSettings(images=part, out=part))
+    if not separator or kind == "files":
+        return storage.read_uri(uri, storage_options)
+    columns = {field: params.get(field) for field in ("image_column", "mask_column",
+                                                      "key_column")}
+    settings = RunSettings(images=part, out=part, **columns)
+    samples = _part_samples(part, settings.model_dump_json(), storage_options)
+    if name in samples:
+        return samples[name][0]
+    key, _, _ = (name.rpartition(":") if kind == "parquet" else name.partition(".mask."))
+    mask = samples[key][1]
+    if mask is None:
+        raise FileNotFoundError(f"no mask bytes for {uri}")
+    return mask
+
+
+def _part_samples(part: str, settings_json: str, storage_options: dict | None) -> dict:
+    """A part's rows, read once for all the report's thumbnails of that part (the gallery
+    is a small sample, and a part is read whole): the last few parts are kept."""
+    key = (part, settings_json, repr(sorted((storage_options or {}).items())))
+    with _CACHE_LOCK:
+        if key in _PART_CACHE:
+            return _PART_CACHE[key]
+    settings = RunSettings.model_validate_json(settings_json)
+    samples = format_module(format_of(settings)).read_samples(
+        storage.read_uri(part, storage_options), settings)
+    with _CACHE_LOCK:
+        _PART_CACHE[key] = samples
+        while len(_PART_CACHE) > _CACHED_PARTS:
+            _PART_CACHE.pop(next(iter(_PART_CACHE)))
+    return samples
+
+
+_CACHED_PARTS = 3
+_PART_CACHE: dict[tuple, dict] = {}
+_CACHE_LOCK = threading.Lock()
 
 from pipeline.datasets.raydata import restore_dataset  # noqa: E402
 
