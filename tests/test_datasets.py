@@ -179,6 +179,24 @@ def test_a_sample_without_a_mask_member_is_a_failed_row(tmp_path):
     assert "no mask member 0001.mask.*" in results[1]["error"]
 
 
+def test_spark_folder_of_parts_and_one_mask_for_every_row(tmp_path):
+    rows = samples()
+    folder = tmp_path / "table.parquet"
+    for index, row in enumerate(rows):
+        write_parquet(folder, [{k: v for k, v in row.items() if k != "mask"}],
+                      f"part-{index:05d}-c000.snappy.parquet")
+    (folder / "_SUCCESS").write_bytes(b"")
+    watermark = tmp_path / "watermark.png"
+    watermark.write_bytes(rows[0]["mask"])
+    results = restore_items(RunSettings(images=str(folder) + "/", out=str(tmp_path / "out"),
+                                        mask=str(watermark), method="telea"))
+    assert [r["status"] for r in results] == ["ok", "ok", "ok"]
+    assert {r["mask_uri"] for r in results} == {str(watermark)}
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
+        "part-00000-c000.snappy.parquet", "part-00001-c000.snappy.parquet",
+        "part-00002-c000.snappy.parquet"]
+
+
 def test_format_is_told_by_the_uri_or_the_option():
     def kind(images, **fields):
         return format_of(RunSettings(images=images, out="out", **fields))
