@@ -109,6 +109,18 @@ class RunSettings(BaseModel):
             values = {**values, "masks": "auto"}
         return values
 
+    @model_validator(mode="after")
+    def _columns_need_a_dataset(self) -> RunSettings:
+        # Loose files have no columns: a column given for them would be silently ignored.
+        from pipeline import datasets
+
+        named = [name for name in ("image_column", "mask_column", "key_column")
+                 if getattr(self, name)]
+        if named and datasets.format_of(self) == "files":
+            raise ValueError(f"{', '.join(named)}: only for a Parquet or WebDataset IMAGES "
+                             "(a path ending .parquet or .tar, or --input-format)")
+        return self
+
     def manifest_uri(self) -> str:
         return self.manifest or self.out.rstrip("/") + "/_manifest"
 
@@ -208,7 +220,8 @@ def describe_errors(error: ValidationError, unknown: str = "unknown setting") ->
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
             message = unknown
-        problems.append(f"{'.'.join(str(part) for part in item['loc'])}: {message}")
+        where = ".".join(str(part) for part in item["loc"])
+        problems.append(f"{where}: {message}" if where else message)  # a model-wide check
     return "; ".join(problems)
 
 

@@ -231,6 +231,13 @@ def test_dataset_usage_errors_are_one_line(tmp_path, fields, message):
         restore_items(settings)
 
 
+def test_a_column_for_loose_files_is_refused_not_ignored(archive):
+    result = inpaint("run", archive["images"], "--masks", archive["masks"], "--out",
+                     archive["out"], "--image-column", "jpg")
+    assert result.exit_code == 2
+    assert "image_column: only for a Parquet or WebDataset IMAGES" in result.output
+
+
 def test_repeated_keys_and_out_among_the_parts_are_refused(tmp_path):
     rows = samples()
     rows[2]["key"] = rows[0]["key"]
@@ -347,6 +354,54 @@ def test_webdataset_run_resumes_and_ray_reads_it(tmp_path, local_ray):
 
 
 @pytest.mark.slow
+def test_a_worker_killed_mid_part_loses_and_duplicates_nothing(tmp_path, local_ray):
+    """SIGKILL an actor once a first part is out: Ray replays its part whole."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import psutil
+
+    from pipeline import runner
+
+    keys = []
+    for part in range(4):  # 384-px photos, Telea radius 20: about a second each
+        rows = []
+        for index, name in enumerate(NAMES):
+            photo = small_photo(name, 384)
+            hole = synthetic_mask("strokes", *photo.shape[:2], seed=index)
+            rows.append({"key": f"{part}-{index}", "image": png(photo),
+                         "mask": png(hole.astype(np.uint8) * 255)})
+        keys += [row["key"] for row in rows]
+        write_parquet(tmp_path / "data", rows, f"part-{part}.parquet")
+    out = tmp_path / "out"
+    settings = RunSettings(images=str(tmp_path / "data/*.parquet"), out=str(out),
+                           method="telea", method_params={"radius": 20}, workers=2,
+                           report=False)
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(summary=runner.run(settings)))
+    thread.start()
+    killed, deadline = None, time.monotonic() + 120
+    while killed is None and thread.is_alive() and time.monotonic() < deadline:
+        actors = [p for p in psutil.process_iter(["cmdline"])
+                  if "ray::PartRestorer" in " ".join(p.info["cmdline"] or [])]
+        if list(out.glob("part-*.parquet")) and actors:
+            killed = actors[0].pid
+            os.kill(killed, signal.SIGKILL)
+        time.sleep(0.05)
+    thread.join(timeout=300)
+    assert killed is not None, "the run ended before a worker could be killed"
+    assert outcome["summary"].counts == {"ok": 12}
+    rows = manifest_rows(out)
+    assert sorted(r["relative_path"].split("#")[1] for r in rows) == sorted(keys)
+    written = [k for p in sorted(out.glob("part-*.parquet"))
+               for k in pq.read_table(p).column("key").to_pylist()]
+    assert sorted(written) == sorted(keys)
+    assert not list(out.glob(".tmp-*"))
+
+
+@pytest.mark.slow
 def test_restore_dataset_in_a_ray_data_pipeline(tmp_path, local_ray):
     from pipeline import restore_dataset
 
@@ -402,6 +457,9 @@ def test_dataset_round_trip_and_resume_over_s3(s3, tmp_path, kind, local_ray):
     assert len(manifest.read(s3.uri("out/_manifest"))) == 3, "resume redid work"
     output = fs.cat_file(s3.uri(f"out/{local.name}"))
     assert not [key for key in fs.find(s3.uri("out")) if ".tmp-" in key]
+    said = "".join([first.stdout, first.stderr, second.stdout, second.stderr,
+                    json.dumps(manifest.read(s3.uri("out/_manifest")).to_pylist(), default=str)])
+    assert not [secret for secret in s3.secrets if secret in said]
 
     if kind == "parquet":
         restored = pq.read_table(io.BytesIO(output)).column("image").to_pylist()

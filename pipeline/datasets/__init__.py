@@ -102,10 +102,13 @@ def list_parts(settings: RunSettings) -> tuple[str, list[Part]]:
     parts = []
     for name in sorted(found):
         relative = posixpath.relpath(name, root) if root else name
-        if KEY_SEPARATOR in relative:
-            raise UsageError(f"a part's name may not contain {KEY_SEPARATOR!r}: {name}")
-        parts.append(Part(storage.full_uri(fs, name), storage.join(settings.out, relative),
-                          relative, found[name]))
+        part = Part(storage.full_uri(fs, name), storage.join(settings.out, relative), relative,
+                    found[name])
+        # The manifest's URIs are PART#KEY: the first separator must be the one we put there.
+        if KEY_SEPARATOR in part.uri + part.out_uri:
+            raise UsageError(f"a part's path may not contain {KEY_SEPARATOR!r}: {part.uri} "
+                             f"-> {part.out_uri}")
+        parts.append(part)
     return storage.full_uri(fs, root), parts
 
 
