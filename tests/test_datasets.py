@@ -246,6 +246,10 @@ def test_repeated_keys_and_out_among_the_parts_are_refused(tmp_path):
         restore_items(RunSettings(images=str(tmp_path / "data/train-00000.parquet"),
                                   out=str(tmp_path / "out"), method="telea"))
     write_shard(tmp_path / "shards", samples())
+    with pytest.raises(UsageError, match="names a part that is not there: .*shard-000001.tar"):
+        restore_items(RunSettings(images=str(tmp_path / "shards/shard-{000000..000001}.tar"),
+                                  out=str(tmp_path / "out"), method="telea"))
+    write_shard(tmp_path / "shards", samples(), "shard-000001.tar")
     with pytest.raises(UsageError, match="is equal to or inside IMAGES"):
         restore_items(RunSettings(images=str(tmp_path / "shards/shard-{000000..000001}.tar"),
                                   out=str(tmp_path / "shards"), method="telea"))
@@ -422,12 +426,16 @@ def test_restore_dataset_in_a_ray_data_pipeline(tmp_path, local_ray):
 
 
 @pytest.mark.slow
-def test_restore_dataset_refuses_columns_it_would_overwrite(tmp_path, local_ray):
+def test_restore_dataset_refuses_clashing_columns_or_prefixes_its_own(tmp_path, local_ray):
     from pipeline import restore_dataset
 
-    ds = local_ray.data.from_items([{"image": b"x", "status": "raw"}])
-    with pytest.raises(UsageError, match="status are also manifest columns"):
-        restore_dataset(ds.materialize(), method="telea")
+    ds = local_ray.data.from_items([{"image": b"x", "status": "raw", "width": 3}]).materialize()
+    with pytest.raises(UsageError, match="status, width are also manifest columns"):
+        restore_dataset(ds, method="telea")
+    # img2dataset's own status, width and height stay beside the manifest's.
+    [row] = restore_dataset(ds, method="telea", prefix="inpaint_").take_all()
+    assert row["status"] == "raw" and row["width"] == 3
+    assert row["inpaint_status"] == "failed" and row["inpaint_error_kind"] == "mask"
 
 
 # ---- over S3 (loopback moto server), the installed command in a fresh process -------------

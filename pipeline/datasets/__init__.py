@@ -95,7 +95,12 @@ def list_parts(settings: RunSettings) -> tuple[str, list[Part]]:
     patterns = expand_braces(path)
     found: dict[str, dict] = {}
     for pattern in patterns:
-        found |= _list_pattern(fs, pattern, suffix, settings.images)
+        listed = _list_pattern(fs, pattern, suffix, settings.images)
+        if not listed and "{" in path and not any(char in pattern for char in "*?["):
+            # A shard the brace pattern names is missing: say so, never run on without it.
+            raise UsageError(f"IMAGES names a part that is not there: "
+                             f"{storage.full_uri(fs, pattern)}")
+        found |= listed
     if not found:
         raise UsageError(f"no {suffix} parts found in IMAGES: {settings.images}")
     root = _root_of(fs, path, patterns)

@@ -22,13 +22,16 @@ from pipeline.discover import Item, UsageError
 from pipeline.settings import RunSettings, params_json
 
 
-def restore_dataset(ds, settings: RunSettings | None = None, **options: Any):
+def restore_dataset(ds, settings: RunSettings | None = None, *, prefix: str = "",
+                    **options: Any):
     """Return `ds` restored, lazily, as a new `ray.data.Dataset`.
 
     `options` are `RunSettings` fields (`method="telea"`, `image_column="jpg"`,
     `mask_column="mask"`, `key_column="key"`, `mask="watermark.png"`, `workers=2`,
     `batch_size`, `method_params`, ...), over `settings` when both are given. Without a
     key column, a row's key (and so its `item_id`) is the hash of its image bytes.
+    The manifest's columns are named `prefix + name`: img2dataset's parquet has `status`,
+    `width` and `height` of its own, so `prefix="inpaint_"` keeps both.
     """
     from pipeline.runner import resolve_method_params
 
@@ -37,26 +40,28 @@ def restore_dataset(ds, settings: RunSettings | None = None, **options: Any):
     params = params_json(settings.output_params(resolve_method_params(settings)))
     schema = ds.schema(fetch_if_missing=False)
     if schema is not None and hasattr(schema, "names"):
-        _check_columns(list(schema.names), settings)
+        _check_columns(list(schema.names), settings, prefix)
     mask_uri = (discover.single_mask_info(settings.mask, settings.storage_options)[0]
                 if settings.mask else None)
     return ds.map_batches(
-        _restorer_class(settings, params, mask_uri), batch_format="pyarrow",
+        _restorer_class(settings, params, mask_uri, prefix), batch_format="pyarrow",
         batch_size=settings.batch_size, concurrency=settings.workers,
         num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker)
 
 
-def _check_columns(names: list[str], settings: RunSettings) -> None:
+def _check_columns(names: list[str], settings: RunSettings, prefix: str) -> None:
     """Columns named that are not there, or that the manifest's would overwrite: said
     before any work (types are checked per batch, where Arrow's own are at hand)."""
-    clash = sorted(set(names) & set(manifest.COLUMNS))
+    clash = sorted(set(names) & {prefix + name for name in manifest.COLUMNS})
     if clash:
         raise UsageError(f"the dataset's columns {', '.join(clash)} are also manifest "
-                         "columns that restore_dataset adds; rename them first")
+                         "columns that restore_dataset adds; pass prefix='inpaint_' (or "
+                         "another) to name those apart")
     parquet.columns_of(pa.schema([(name, pa.binary()) for name in names]), settings, "dataset")
 
 
-def _restorer_class(settings: RunSettings, params: str, mask_uri: str | None) -> type:
+def _restorer_class(settings: RunSettings, params: str, mask_uri: str | None,
+                    prefix: str) -> type:
     from pipeline.worker import restorer_class
 
     class DatasetRestorer(restorer_class(settings, params)):
@@ -65,17 +70,18 @@ def _restorer_class(settings: RunSettings, params: str, mask_uri: str | None) ->
             self.context.keep_outputs = True
 
         def __call__(self, batch: pa.Table) -> pa.Table:
-            return restore_table(batch, self.context, mask_uri)
+            return restore_table(batch, self.context, mask_uri, prefix)
 
     return DatasetRestorer
 
 
-def restore_table(table: pa.Table, context, mask_uri: str | None = None) -> pa.Table:
+def restore_table(table: pa.Table, context, mask_uri: str | None = None,
+                  prefix: str = "") -> pa.Table:
     """One batch of rows restored: image bytes replaced, manifest columns appended."""
     from pipeline.worker import OUTPUT_DATA, restore_batch
 
     settings = context.settings
-    _check_columns(table.schema.names, settings)
+    _check_columns(table.schema.names, settings, prefix)
     columns = parquet.columns_of(table.schema, settings, "dataset")
     images = parquet.bytes_of(table.column(columns.image))
     masks = (parquet.bytes_of(table.column(columns.mask)) if columns.mask
@@ -90,7 +96,8 @@ def restore_table(table: pa.Table, context, mask_uri: str | None = None) -> pa.T
     table = table.set_column(index, table.schema.field(index),
                              parquet.with_bytes(table.column(index), restored))
     for name, column in zip(manifest.COLUMNS, manifest.to_table(rows).columns, strict=True):
-        table = table.append_column(manifest.SCHEMA.field(name), column)
+        table = table.append_column(manifest.SCHEMA.field(name).with_name(prefix + name),
+                                    column)
     return table
 
 
