@@ -1,4 +1,5 @@
-"""Smoke test: the speed benchmark runs end to end on tiny sizes (no timing asserted)."""
+"""Smoke tests: the benchmarks run end to end on tiny inputs (no timing asserted), and the real
+development set's annotations render as documented."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,3 +24,67 @@ def test_speed_benchmark_runs_on_tiny_sizes(tmp_path):
                     "Throughput by method", "Peak memory", "Crops per second by batch size"):
         assert heading in table
     assert (tmp_path / "speed.png").stat().st_size > 0
+
+
+def _real_set_module():
+    """benchmarks/real/render_masks.py, imported by path (benchmarks is no package)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(
+        "render_masks", ROOT / "benchmarks" / "real" / "render_masks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_real_set_annotations_render_in_order():
+    """Candidates fire on a bright line and a bright blob; the blob's polygon is erased, a
+    corridor brings back the part of the line that crosses it, a stroke and a fill add, and
+    `remove` clears last."""
+    render = _real_set_module().render
+    photo = np.full((60, 80, 3), 100, np.uint8)
+    photo[30, 5:75] = 160  # a 1-px bright crack across the photo
+    photo[5:12, 5:12] = 170  # a bright blob (say, a highlight on an eye)
+    spec = {"kind": "bright", "median": 7, "low": 20, "high": 40, "min_length": 3}
+    note = {"candidates": [spec],
+            "erase": [[[0, 0], [40, 0], [40, 59], [0, 59]]],
+            "corridor_candidate": spec,
+            "corridors": [{"points": [[10, 30], [30, 30]], "width": 5}],
+            "strokes": [{"points": [[60, 50], [70, 50]], "width": 1}],
+            "fill": [[[70, 0], [79, 0], [79, 8], [70, 8]]],
+            "remove": [[[50, 25], [55, 25], [55, 35], [50, 35]]]}
+    mask = render(photo, note)
+    assert not mask[5:12, 5:12].any()  # erased picture
+    assert mask[30, 12:29].all() and not mask[30, 35:40].any()  # corridor only
+    assert mask[30, 45:50].all() and not mask[30, 50:56].any()  # candidate, then removed
+    assert mask[50, 60:71].all() and mask[0:9, 70:80].all()  # stroke and fill
+    assert not mask[29].any() and not mask[31].any()  # the line's own width, not a band
+
+
+@pytest.mark.slow
+def test_real_detection_benchmark_runs_on_a_synthetic_photo(tmp_path):
+    """The real-set benchmark scores a photo against its mask and writes its figure outside
+    the repository; the real prints are never needed (their licence is unclear)."""
+    from pipeline.damage import add_damage
+    from tests.conftest import small_photo
+    damage = add_damage(small_photo("chelsea", 128), seed=3)
+    height, width = damage.mask.shape
+    (tmp_path / "photos").mkdir()
+    (tmp_path / "masks").mkdir()
+    cv2.imwrite(str(tmp_path / "photos" / "syn.png"), cv2.cvtColor(damage.image, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "masks" / "syn.png"), damage.mask.astype(np.uint8) * 255)
+    script = str(ROOT / "benchmarks" / "detect_real.py")
+    common = ["--photos", str(tmp_path / "photos"), "--masks", str(tmp_path / "masks"),
+              "--sensitivity", "0.5", "--out", str(tmp_path / "real.md")]
+    subprocess.run([sys.executable, script, *common, "--figures", str(tmp_path / "figures")],
+                   check=True, cwd=ROOT, capture_output=True, timeout=400)
+    table = (tmp_path / "real.md").read_text()
+    row = next(line for line in table.splitlines() if line.startswith("| syn |"))
+    precision, recall, f1 = (float(cell) for cell in row.split("|")[2:5])
+    assert 0 <= precision <= 1 and 0 <= recall <= 1 and 0 <= f1 <= 1
+    assert "| **pooled** |" in table
+    shown = cv2.imread(str(tmp_path / "figures" / "syn-sensitivity0.5.png"))
+    assert shown.shape == (height, 4 * width + 3 * 6, 3)  # photo | found | true | restored
+    refused = subprocess.run([sys.executable, script, *common, "--figures",
+                              str(ROOT / "benchmarks" / "results")],
+                             cwd=ROOT, capture_output=True, text=True, timeout=400)
+    assert refused.returncode != 0 and "inside the repository" in refused.stderr

@@ -1,0 +1,189 @@
+"""Benchmark the shipped detector on real damaged prints against hand-made masks.
+
+The real development set is the four photos of `test_images/old_w_scratch/` of
+microsoft/Bringing-Old-Photos-Back-to-Life (a.png .. d.png). Their licence is unclear, so
+they are not in this repository: bring them to a local folder and pass it as `--photos`.
+The masks are ours (benchmarks/real/masks, made as benchmarks/real/README.md says).
+
+For each photo and sensitivity: the detector's pixel precision / recall / F1 against the
+mask with a 2-px tolerance, the share of the photo flagged and marked, and detection seconds
+per megapixel (torch and OpenCV on one thread); pooled figures count every photo's pixels
+together. A figure per photo (photo | found mask over it | true mask over it | restored
+with the found mask, as `inpaint run --masks auto` fills) goes to `--figures`, which must
+lie outside the repository: the figures show the photos.
+
+    python benchmarks/detect_real.py --photos /path/to/old_w_scratch [--sensitivity 0.5 0.9]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from detect import FILL, fill
+
+from pipeline import imageio
+from pipeline.damage import mask_scores
+from pipeline.detect import DEFAULT_DETECTOR, detect
+from pipeline.storage import write_uri
+
+ROOT = Path(__file__).resolve().parent.parent
+MASKS = ROOT / "benchmarks" / "real" / "masks"
+OUT = ROOT / "benchmarks" / "results" / "detect-real.md"
+FIGURES = Path(tempfile.gettempdir()) / "detect-real-figures"
+# The committed masks fit these files only (sha256 of the PNGs as that repository has them).
+PHOTO_SHA256 = {
+    "a": "e3bcb96561e256b9510adf444915b84e2ad9d8a8ed186fa4f2cdf61a95d5f20a",
+    "b": "b6a11ecffc1387a9649cb50b1ab35ea045ad02e4cc4f417275e0ee51921aca01",
+    "c": "407ea9605db5672eb6bcab8203345680a1c0d80da3f2a8e2e99322f4e92e82ba",
+    "d": "27cec4dc7567c3da29c6e061319d6c8c18f200e888d16298ddd5fec3ac023f7d",
+}
+TOLERANCE = 2
+MAX_PIXELS = 200_000_000
+
+
+def find_photo(folder: Path, stem: str) -> Path:
+    matches = sorted(p for p in folder.glob(f"{stem}.*") if p.is_file())
+    if not matches:
+        raise SystemExit(f"no photo named {stem}.* in {folder} (the mask {stem}.png needs it)")
+    return matches[0]
+
+
+def check_same_photo(path: Path, data: bytes, masks: Path) -> None:
+    """The committed masks were drawn on particular files: refuse any other file."""
+    expected = PHOTO_SHA256.get(path.stem) if masks.resolve() == MASKS.resolve() else None
+    if expected and hashlib.sha256(data).hexdigest() != expected:
+        raise SystemExit(f"{path} is not the photo the mask was drawn on (sha256 differs from "
+                         "benchmarks/real/README.md)")
+
+
+def read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    mask = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if mask is None:
+        raise SystemExit(f"cannot read the mask {path}")
+    if mask.shape != shape:
+        raise SystemExit(f"the mask {path} is {mask.shape[1]}x{mask.shape[0]}, "
+                         f"its photo {shape[1]}x{shape[0]}")
+    return mask > 127
+
+
+def overlaid(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) -> np.ndarray:
+    shown = rgb.copy()
+    shown[mask] = (0.35 * shown[mask] + 0.65 * np.array(colour)).astype(np.uint8)
+    return shown
+
+
+def figure(pixels: np.ndarray, found: np.ndarray, true: np.ndarray, restored: np.ndarray,
+           path: Path) -> None:
+    """photo | found mask (red) | true mask (green) | restored, side by side, as BGR PNG."""
+    rgb = np.ascontiguousarray(pixels[:, :, :3]) if pixels.ndim == 3 else \
+        cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
+    out = restored[:, :, :3] if restored.ndim == 3 else cv2.cvtColor(restored, cv2.COLOR_GRAY2RGB)
+    gap = np.full((rgb.shape[0], 6, 3), 255, np.uint8)
+    row = np.hstack([rgb, gap, overlaid(rgb, found, (255, 0, 0)), gap,
+                     overlaid(rgb, true, (0, 200, 0)), gap, out])
+    write_uri(str(path), cv2.imencode(".png", cv2.cvtColor(row, cv2.COLOR_RGB2BGR))[1].tobytes())
+
+
+def measure(pixels: np.ndarray, true: np.ndarray, sensitivity: float,
+            scale: float) -> tuple[dict[str, float], np.ndarray]:
+    started = time.perf_counter()
+    found = detect(pixels, DEFAULT_DETECTOR, sensitivity, scale=scale).mask
+    seconds = time.perf_counter() - started
+    scores = mask_scores(found, true, TOLERANCE)
+    return scores | {"flagged": float(found.mean()), "marked": float(true.mean()),
+                     "found_pixels": float(found.sum()), "true_pixels": float(true.sum()),
+                     "seconds": seconds, "megapixels": true.size / 1e6}, found
+
+
+def pooled(rows: list[dict[str, float]]) -> dict[str, float]:
+    """All photos' pixels together: precision weighted by flagged pixels, recall by marked."""
+    found = sum(r["found_pixels"] for r in rows)
+    true = sum(r["true_pixels"] for r in rows)
+    size = sum(r["megapixels"] for r in rows)
+    precision = sum(r["precision"] * r["found_pixels"] for r in rows) / max(found, 1)
+    recall = sum(r["recall"] * r["true_pixels"] for r in rows) / max(true, 1)
+    return {"precision": precision, "recall": recall,
+            "f1": 2 * precision * recall / max(precision + recall, 1e-9),
+            "flagged": found / (size * 1e6), "marked": true / (size * 1e6),
+            "seconds": sum(r["seconds"] for r in rows), "megapixels": size}
+
+
+def table_row(label: str, row: dict[str, float]) -> str:
+    return (f"| {label} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | "
+            f"{row['flagged']:.2%} | {row['marked']:.2%} | "
+            f"{row['seconds'] / row['megapixels']:.2f} |")
+
+
+def outside_repo(folder: Path) -> Path:
+    resolved = folder.resolve()
+    if resolved == ROOT or ROOT in resolved.parents:
+        raise SystemExit(f"--figures {folder} is inside the repository; the figures show "
+                         "photos whose licence is unclear, so write them elsewhere")
+    return resolved
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--photos", type=Path, required=True,
+                        help="Local folder of the photos (a.png .. d.png).")
+    parser.add_argument("--masks", type=Path, default=MASKS,
+                        help="Folder of the true masks, one <photo stem>.png each.")
+    parser.add_argument("--sensitivity", type=float, nargs="+", default=[0.5, 0.9])
+    parser.add_argument("--detect-scale", type=float, default=1.0,
+                        help="Detect on the photo shrunk by this factor (`--detect-scale`).")
+    parser.add_argument("--figures", type=Path, default=FIGURES,
+                        help="Local folder for the figures (never inside the repository).")
+    parser.add_argument("--out", type=Path, default=OUT)
+    args = parser.parse_args()
+    figures = outside_repo(args.figures)
+    stems = sorted(p.stem for p in args.masks.glob("*.png"))
+    if not stems:
+        raise SystemExit(f"no masks (*.png) in {args.masks}")
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    lines = ["# Detection on real damaged prints", "",
+             f"Photos: `test_images/old_w_scratch/` of microsoft/Bringing-Old-Photos-Back-to-Life "
+             f"({', '.join(stems)}; not in this repository); true masks: hand annotations in "
+             "`benchmarks/real/masks` (see benchmarks/real/README.md). Detector: "
+             f"`{DEFAULT_DETECTOR}` (the learned one), `--detect-scale {args.detect_scale}`. "
+             f"Pixel scores with a {TOLERANCE}-px tolerance; pooled: all photos' pixels "
+             "together. flagged: share of the photo the detector marks; marked: share the "
+             "annotation marks. s/MP: detection only, torch and OpenCV on one thread, on a "
+             "2-core machine shared with other jobs. Command: `python benchmarks/detect_real.py "
+             f"--photos DIR --sensitivity {' '.join(map(str, args.sensitivity))}"
+             f"{'' if args.detect_scale == 1 else f' --detect-scale {args.detect_scale}'}`.", ""]
+    photos = {}
+    for stem in stems:
+        path = find_photo(args.photos, stem)
+        data = path.read_bytes()
+        check_same_photo(path, data, args.masks)
+        pixels = imageio.decode(data, MAX_PIXELS).pixels
+        photos[stem] = (pixels, read_mask(args.masks / f"{stem}.png", pixels.shape[:2]))
+    for sensitivity in args.sensitivity:
+        rows = []
+        lines += [f"## sensitivity {sensitivity}", "",
+                  "| photo | precision | recall | f1 | flagged | marked | s/MP |",
+                  "|---|---|---|---|---|---|---|"]
+        for stem, (pixels, true) in photos.items():
+            row, found = measure(pixels, true, sensitivity, args.detect_scale)
+            rows.append(row)
+            lines.append(table_row(stem, row))
+            print(table_row(stem, row), flush=True)
+            restored = fill(pixels, found)
+            figure(pixels, found, true, restored, figures / f"{stem}-sensitivity{sensitivity}.png")
+        lines += [table_row("**pooled**", pooled(rows)), ""]
+    lines.append(f"Restored panels of the figures: `{FILL}` with the found mask.")
+    write_uri(str(args.out), ("\n".join(lines) + "\n").encode())
+    print("\n".join(lines))
+    print(f"figures in {figures}")
+
+
+if __name__ == "__main__":
+    main()
