@@ -316,10 +316,12 @@ def cross_validation(rows: list[Row], kinds: list[str], candidates: list[str]) -
     return lines
 
 
-def contact_sheet(sheet: dict, kinds: list[str], photos: list[str], labels: list[str]) -> Image:
+def contact_sheet(sheet: dict, kinds: list[str], photos: list[str], labels: list[str],
+                  shown_rows: tuple[str, ...] = SHEET_COLUMNS) -> Image:
     """Rows: one photo per mask kind (cycling through photos), then the first gray photo
-    with strokes and the first sepia one with a blob; columns: damaged, fills, truth."""
-    columns = ["damaged", *[c for c in labels if c in SHEET_COLUMNS], "truth"]
+    with strokes and the first sepia one with a blob; columns: damaged, the fills of the
+    rows in `shown_rows` that were run, truth."""
+    columns = ["damaged", *[c for c in labels if c in shown_rows], "truth"]
     shown = [(kind, photos[index % len(photos)]) for index, kind in enumerate(kinds * 2)]
     gray = [name for name in photos if not name.startswith("sepia-")
             and (kinds[0], name, "truth") in sheet
@@ -361,6 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--name", default="quality", help="Stem of the files written.")
+    parser.add_argument("--sheet", nargs="+", default=list(SHEET_COLUMNS),
+                        help="Row labels shown as columns of the contact sheet.")
     parser.add_argument("--candidates", nargs="*", default=[],
                         help="Row labels to choose among by cross-validation (halves A, B).")
     parser.add_argument("--from-json", type=Path, help="Rebuild the tables from the raw "
@@ -378,7 +382,8 @@ def main(argv: list[str] | None = None) -> None:
     else:
         sheet = run(rows, args.photos, args.kinds, args.size, args.threads)
         labels = [row.label for row in rows]
-        contact_sheet(sheet, args.kinds, args.photos, labels).save(args.out / f"{args.name}.png")
+        contact_sheet(sheet, args.kinds, args.photos, labels, tuple(args.sheet)).save(
+            args.out / f"{args.name}.png")
         raw = {row.label: {"method": row.method, "params": row.params, "scores": row.scores}
                for row in rows}
         (args.out / f"{args.name}.json").write_text(json.dumps(raw, indent=1))

@@ -22,6 +22,7 @@ _REGISTRY: dict[str, str] = {
     "exemplar": "pipeline.methods.classical:Exemplar",
     "fsr": "pipeline.methods.classical:FSR",
     "biharmonic": "pipeline.methods.classical:Biharmonic",
+    "patch": "pipeline.methods.patches:PatchSynthesis",
     "hallucinate": "pipeline.methods.hallucinate:Hallucinate",
     "tv": "pipeline.methods.hallucinate:TotalVariation",
 }

@@ -26,11 +26,13 @@ from pipeline.prior import DEFAULT_MODEL, load_prior
 
 
 class OptimizerParams(MethodParams):
-    init: Literal["biharmonic", "fsr", "blend", "detail", "mirror", "telea"] = Field(
+    init: Literal["biharmonic", "fsr", "blend", "detail", "mirror", "telea", "patch"] = Field(
         default="mirror", description="Classical fill the optimisation starts from. blend: "
         "biharmonic at the border fading into FSR over `blend_radius`; detail: biharmonic "
         "plus FSR's fine detail (FSR minus its blur), faded in the same way; mirror: "
-        "biharmonic plus the fine detail of the known pixels mirrored across the border.")
+        "biharmonic plus the fine detail of the known pixels mirrored across the border; "
+        "patch: multi-scale PatchMatch synthesis from the photo's own patches "
+        "(pipeline.methods.patches, with its defaults and the run's seed).")
     blend_radius: float = Field(default=12.0, gt=0, description="Depth (px) over which "
                                 "the texture of blend, detail and mirror fades in.")
     mirror_depth: float = Field(default=16.0, gt=0, description="Mirrored detail is kept "
@@ -178,7 +180,8 @@ class TotalVariation(Method):
         wide, radius = wide_holes(mask, params.thin_radius)
         if not wide.any():
             return Plan(smooth, wide)  # scratches only: pure smoothness
-        start = np.where(wide[:, :, None], initial_fill(image, mask, params, smooth), smooth)
+        start = np.where(wide[:, :, None],
+                         initial_fill(image, mask, params, smooth, self.seed), smooth)
         if params.steps == 0:
             return Plan(start, wide)
         finest = max(params.finest_octave, int(radius >= params.coarse_radius))
@@ -258,8 +261,9 @@ class Hallucinate(TotalVariation):
 
 
 def initial_fill(image: np.ndarray, mask: np.ndarray, params: OptimizerParams,
-                 smooth: np.ndarray) -> np.ndarray:
-    """The fill the optimisation starts from; `smooth` is the biharmonic fill."""
+                 smooth: np.ndarray, seed: int = 0) -> np.ndarray:
+    """The fill the optimisation starts from; `smooth` is the biharmonic fill; `seed`
+    decides the random draws of `patch`."""
     kind = params.init
     # How deep each hole pixel lies: texture fades in from the border over `blend_radius`.
     distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
@@ -281,6 +285,10 @@ def initial_fill(image: np.ndarray, mask: np.ndarray, params: OptimizerParams,
         detail = mirrored_detail(np.where(mask[:, :, None], smooth, image), mask,
                                  params.detail_sigma)
         filled = np.clip(smooth + share * fade_out * detail, 0, 1)
+    elif kind == "patch":
+        from pipeline.methods.patches import patch_fill
+
+        filled = patch_fill(image, mask, seed)
     elif kind == "telea":
         from pipeline.methods.opencv import Telea
 
