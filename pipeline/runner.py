@@ -131,8 +131,11 @@ def _find_items(settings: RunSettings) -> list[Item]:
 
     if datasets.format_of(settings) != "files":
         return datasets.find_items(settings)
-    return discover.pair(settings.images, settings.masks, settings.mask,
-                         settings.storage_options, settings.hand_masks)
+    items = discover.pair(settings.images, settings.masks, settings.mask,
+                          settings.storage_options, settings.hand_masks)
+    if not items:  # a folder of parts given without --input-format
+        datasets.refuse_parts_as_files(settings)
+    return items
 
 
 def _completed(settings: RunSettings) -> set[tuple[str, str, str]]:

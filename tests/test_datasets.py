@@ -238,6 +238,13 @@ def test_a_column_for_loose_files_is_refused_not_ignored(archive):
     assert "image_column: only for a Parquet or WebDataset IMAGES" in result.output
 
 
+def test_a_folder_of_parts_without_input_format_is_not_an_empty_success(tmp_path):
+    write_parquet(tmp_path / "data", samples())
+    with pytest.raises(UsageError, match="no photos but 1 .parquet part.*--input-format parquet"):
+        restore_items(RunSettings(images=str(tmp_path / "data"), out=str(tmp_path / "out"),
+                                  method="telea"))
+
+
 def test_repeated_keys_and_out_among_the_parts_are_refused(tmp_path):
     rows = samples()
     rows[2]["key"] = rows[0]["key"]

@@ -150,6 +150,19 @@ def _root_of(fs, path: str, patterns: list[str]) -> str:
     return posixpath.dirname("/".join(fixed))  # one part file
 
 
+def refuse_parts_as_files(settings: RunSettings) -> None:
+    """A folder IMAGES without photos but with dataset parts is a dataset given without
+    `--input-format`: say so, instead of a run that finds nothing and succeeds."""
+    fs, path = storage.filesystem(settings.images, settings.storage_options)
+    if any(char in path for char in _PATTERN_CHARS):
+        return
+    for kind, suffix in SUFFIXES.items():
+        parts = _list_pattern(fs, path, suffix, settings.images)
+        if parts:
+            raise UsageError(f"IMAGES holds no photos but {len(parts)} {suffix} part(s): pass "
+                             f"--input-format {kind} to restore them as a dataset")
+
+
 def check_settings(settings: RunSettings) -> None:
     """What a dataset input cannot take, said before any work."""
     if settings.task == "detect":
