@@ -139,6 +139,14 @@ def test_hugging_face_image_struct_without_keys_keeps_its_layout(tmp_path):
     for before, value in zip(rows[1:], output.column("image").to_pylist(), strict=True):
         assert_restored(before, value["bytes"])
 
+    # --format: the bytes and the struct's path change together.
+    restore_items(RunSettings(images=str(tmp_path / "hf/*.parquet"), method="telea",
+                              out=str(tmp_path / "webp"), output_format="webp"))
+    [value, _] = pq.read_table(tmp_path / "webp/train-00000-of-00001.parquet").column(
+        "image").to_pylist()
+    assert value["path"] == "coffee.webp"
+    assert Image.open(io.BytesIO(value["bytes"])).format == "WEBP"
+
 
 def test_webdataset_shard_round_trip_keeps_members(tmp_path):
     rows = samples(broken=2)

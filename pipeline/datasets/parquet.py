@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import io
 import json
+import posixpath
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import storage
+from pipeline import imageio, storage
 from pipeline.discover import UsageError
 from pipeline.settings import RunSettings
 
@@ -73,8 +74,10 @@ def bytes_of(column: pa.ChunkedArray | pa.Array) -> list[bytes | None]:
     return column.to_pylist()
 
 
-def with_bytes(column: pa.ChunkedArray | pa.Array, values: list[bytes | None]) -> pa.Array:
-    """`column` with its bytes replaced by `values` (None: a null row), type kept."""
+def with_bytes(column: pa.ChunkedArray | pa.Array, values: list[bytes | None],
+               output_format: str | None = None) -> pa.Array:
+    """`column` with its bytes replaced by `values` (None: a null row), type kept; with
+    `--format`, a struct's `path` takes the new format's extension, as the bytes did."""
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks()
     kind = column.type
@@ -82,6 +85,12 @@ def with_bytes(column: pa.ChunkedArray | pa.Array, values: list[bytes | None]) -
         return pa.array(values, kind)
     children = [pa.array(values, kind.field(i).type) if kind.field(i).name == "bytes"
                 else column.field(i) for i in range(kind.num_fields)]
+    path = kind.get_field_index("path")
+    if output_format and path >= 0:
+        extension = imageio.EXTENSIONS[imageio.FORMAT_NAMES[output_format]]
+        children[path] = pa.array(
+            [None if name is None else posixpath.splitext(name)[0] + extension
+             for name in children[path].to_pylist()], kind.field(path).type)
     return pa.StructArray.from_arrays(children, fields=list(kind),
                                       mask=pa.array([value is None for value in values]))
 
@@ -166,7 +175,8 @@ def write_part(data: bytes, settings: RunSettings, outputs: dict[str, bytes],
     restored = table.take(pa.array(rows, pa.int64()))
     index = restored.schema.get_field_index(columns.image)
     restored = restored.set_column(index, restored.schema.field(index),
-                                   with_bytes(restored.column(index), values))
+                                   with_bytes(restored.column(index), values,
+                                              settings.output_format))
     if not columns.key:
         metadata = dict(table.schema.metadata or {})
         metadata[ROW_KEYS] = json.dumps([keys[row] for row in rows]).encode()

@@ -94,7 +94,8 @@ def restore_table(table: pa.Table, context, mask_uri: str | None = None,
     restored = [row.pop(OUTPUT_DATA, None) for row in rows]
     index = table.schema.get_field_index(columns.image)
     table = table.set_column(index, table.schema.field(index),
-                             parquet.with_bytes(table.column(index), restored))
+                             parquet.with_bytes(table.column(index), restored,
+                                                settings.output_format))
     for name, column in zip(manifest.COLUMNS, manifest.to_table(rows).columns, strict=True):
         table = table.append_column(manifest.SCHEMA.field(name).with_name(prefix + name),
                                     column)
