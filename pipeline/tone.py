@@ -25,7 +25,8 @@ GRAY_CHROMA = 2.0
 # as PNG, 2.7-11.6 as JPEG (quality 75-90, 4:2:0: chroma subsampling puts colour beside
 # sharp edges); its colour photos 20 (retina) to 168 (colorwheel). 14 lies between.
 TONED_RESIDUAL = 14.0
-# The tone curve: median colour offset per luminance bin; thinner bins are interpolated.
+# The tone curve: median colour offset in each of up to BINS luminance quantiles, each of
+# at least MIN_BIN_PIXELS pixels; interpolated between their medians.
 BINS = 64
 MIN_BIN_PIXELS = 20
 
@@ -37,6 +38,10 @@ class Tone:
     kind: ToneKind
     offsets: np.ndarray | None = None
     centres: np.ndarray | None = None
+    # The known pixels' luminance range: a toned print has no colour for a luminance it
+    # never reaches (a sepia black is brown, not 0), so fills are held inside it.
+    lowest: float = 0.0
+    highest: float = 1.0
 
     @property
     def by_luminance(self) -> bool:
@@ -51,7 +56,7 @@ class Tone:
         """float HxWx1 -> HxWx3 on the print's tone curve (equal channels when gray)."""
         if self.kind == "gray":
             return np.repeat(luminance, 3, axis=2)
-        level = luminance[:, :, 0]
+        level = np.clip(luminance[:, :, 0], self.lowest, self.highest)
         channels = [level + np.interp(level, self.centres, self.offsets[:, c])
                     for c in range(3)]
         return np.clip(np.stack(channels, axis=2), 0, 1).astype(np.float32)
@@ -81,24 +86,27 @@ def decide(image: np.ndarray, hole: np.ndarray) -> Tone:
 
 
 def tone_curve(pixels: np.ndarray) -> Tone | None:
-    """The median offset of each channel from the luminance, per luminance bin (N x 3 in)."""
+    """The median offset of each channel from the luminance, per luminance bin (N x 3 in).
+
+    Bins hold equal shares of the pixels (luminance quantiles), so the darkest and lightest
+    pixels get a bin of their own however few they are, and no bin is too thin to trust.
+    """
     luminance = pixels.mean(axis=1)
-    bins = np.minimum((luminance * BINS).astype(np.int64), BINS - 1)
-    order = np.argsort(bins, kind="stable")
-    starts = np.searchsorted(bins[order], np.arange(BINS + 1))
-    offsets, centres = [], []
-    for index in range(BINS):
-        members = order[starts[index]:starts[index + 1]]
-        if len(members) >= MIN_BIN_PIXELS:
-            offsets.append(np.median(pixels[members] - luminance[members, None], axis=0))
-            centres.append(float(np.median(luminance[members])))
-    if not offsets:
+    count = min(BINS, len(luminance) // MIN_BIN_PIXELS)
+    if count < 1:
         return None
-    # Black is neutral whatever the toning (no channel goes below 0 while their mean is 0),
-    # so below the darkest known pixels the curve fades to zero offset instead of keeping a
-    # cast. Above the lightest it keeps their offset: that is the paper's tone (a warm
-    # print's white is cream), and channels clip at 1.
+    order = np.argsort(luminance, kind="stable")
+    centres, offsets = [], []
+    for members in np.array_split(order, count):
+        centre = float(np.median(luminance[members]))
+        if centres and centre <= centres[-1]:
+            continue  # a flat stretch of luminance: one point of the curve is enough
+        centres.append(centre)
+        offsets.append(np.median(pixels[members] - luminance[members, None], axis=0))
     if centres[0] > 0:
+        # Toning tints in proportion (a channel is the luminance times its tint), so below
+        # the darkest bin's median the offsets shrink toward black instead of staying put.
         centres.insert(0, 0.0)
         offsets.insert(0, np.zeros(3))
-    return Tone("toned", np.asarray(offsets, np.float32), np.asarray(centres, np.float32))
+    return Tone("toned", np.asarray(offsets, np.float32), np.asarray(centres, np.float32),
+                float(luminance[order[0]]), float(luminance[order[-1]]))
