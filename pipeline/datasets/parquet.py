@@ -111,7 +111,7 @@ def numbered_keys(schema: pa.Schema, rows: int) -> list[str]:
 def scan(fs, path: str, settings: RunSettings) -> list:
     """The rows of one part as the driver sees them: keys only (the footer and the key
     column are read; the images are not)."""
-    from pipeline.datasets import Entry
+    from pipeline.datasets.plan import Entry
 
     where = storage.full_uri(fs, path)
 

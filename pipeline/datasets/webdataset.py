@@ -91,7 +91,7 @@ def _names(tar: tarfile.TarFile) -> list[str]:
 
 def scan(fs, path: str, settings: RunSettings) -> list:
     """The samples of one shard as the driver sees them, from its member headers alone."""
-    from pipeline.datasets import Entry
+    from pipeline.datasets.plan import Entry
 
     where = storage.full_uri(fs, path)
     if settings.mask_column and settings.mask:
