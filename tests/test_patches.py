@@ -116,6 +116,22 @@ def test_the_optimiser_can_start_from_the_patch_fill():
     assert np.abs(filled[hole].astype(float) - truth[hole]).mean() < 5
 
 
+def test_patch_detail_adds_the_synthesis_texture_to_the_smooth_start():
+    """`init="patch-detail"`: biharmonic plus the patch fill's fine detail; on bars the
+    detail brings back some of what the smooth fill averaged away. Measured when written
+    (mean absolute error in the hole, levels): biharmonic 92, patch-detail 66."""
+    truth = (stripes() * 255).astype(np.uint8)[:, :, 0]
+    hole = square_hole(truth.shape)
+    broken = truth.copy()
+    broken[hole] = 255
+    starts = {init: load_method("tv", {"init": init, "steps": 0}, seed=2)(broken, hole).pixels
+              for init in ("biharmonic", "patch-detail")}
+    assert all(np.array_equal(start[~hole], broken[~hole]) for start in starts.values())
+    error = {init: float(np.abs(start[hole].astype(float) - truth[hole]).mean())
+             for init, start in starts.items()}
+    assert error["patch-detail"] < 0.8 * error["biharmonic"], error
+
+
 def test_holes_that_leave_no_intact_patch_are_a_clear_error():
     photo = small_photo("chelsea", 48).astype(np.float32) / 255
     hole = np.zeros(photo.shape[:2], bool)

@@ -21,18 +21,21 @@ from pipeline import optimizer
 from pipeline.methods import buckets
 from pipeline.methods.base import Canvas, Fill, Method, MethodParams, Result
 from pipeline.methods.classical import biharmonic_fill, fsr_fill
+from pipeline.methods.patches import patch_fill
 from pipeline.optimizer import Budget, Schedule, Weights, optimize_batch
 from pipeline.prior import DEFAULT_MODEL, load_prior
 
 
 class OptimizerParams(MethodParams):
-    init: Literal["biharmonic", "fsr", "blend", "detail", "mirror", "telea", "patch"] = Field(
+    init: Literal["biharmonic", "fsr", "blend", "detail", "mirror", "telea", "patch",
+                  "patch-detail"] = Field(
         default="mirror", description="Classical fill the optimisation starts from. blend: "
         "biharmonic at the border fading into FSR over `blend_radius`; detail: biharmonic "
         "plus FSR's fine detail (FSR minus its blur), faded in the same way; mirror: "
         "biharmonic plus the fine detail of the known pixels mirrored across the border; "
         "patch: multi-scale PatchMatch synthesis from the photo's own patches "
-        "(pipeline.methods.patches, with its defaults and the run's seed).")
+        "(pipeline.methods.patches, with its defaults and the run's seed); patch-detail: "
+        "biharmonic plus that synthesis' fine detail, faded in as for detail.")
     blend_radius: float = Field(default=12.0, gt=0, description="Depth (px) over which "
                                 "the texture of blend, detail and mirror fades in.")
     mirror_depth: float = Field(default=16.0, gt=0, description="Mirrored detail is kept "
@@ -270,24 +273,25 @@ def initial_fill(image: np.ndarray, mask: np.ndarray, params: OptimizerParams,
     share = np.clip(distance / params.blend_radius, 0, 1)[:, :, None]
     if kind == "fsr":
         filled = fsr_fill(image, mask)
-    elif kind in ("blend", "detail"):
+    elif kind in ("blend", "detail", "patch-detail"):
         # Biharmonic continues edges across the border; FSR brings texture to the middle.
         # FSR's coarse part can be off-palette blocks (green in a stained slide, black in a
-        # fundus), so `detail` takes only its fine detail on top of the biharmonic fill.
-        fsr = fsr_fill(image, mask)
+        # fundus), so `detail` takes only its fine detail on top of the biharmonic fill;
+        # `patch-detail` does the same with the patch synthesis, whose coarse part can copy
+        # the wrong structure (fur into an eye).
+        textured = patch_fill(image, mask, seed) if kind == "patch-detail" else fsr_fill(
+            image, mask)
         if kind == "blend":
-            filled = (1 - share) * smooth + share * fsr
+            filled = (1 - share) * smooth + share * textured
         else:
-            detail = fsr - cv2.GaussianBlur(fsr, (0, 0), params.detail_sigma).reshape(fsr.shape)
-            filled = np.clip(smooth + share * detail, 0, 1)
+            blurred = cv2.GaussianBlur(textured, (0, 0), params.detail_sigma)
+            filled = np.clip(smooth + share * (textured - blurred.reshape(textured.shape)), 0, 1)
     elif kind == "mirror":
         fade_out = np.clip(2 - distance / params.mirror_depth, 0, 1)[:, :, None]
         detail = mirrored_detail(np.where(mask[:, :, None], smooth, image), mask,
                                  params.detail_sigma)
         filled = np.clip(smooth + share * fade_out * detail, 0, 1)
     elif kind == "patch":
-        from pipeline.methods.patches import patch_fill
-
         filled = patch_fill(image, mask, seed)
     elif kind == "telea":
         from pipeline.methods.opencv import Telea

@@ -6,18 +6,20 @@ pipeline.methods.hallucinate). Smooth fills (biharmonic, FSR) leave wide holes a
 because nothing carries texture to their middle; here every hole pixel is copied from intact
 patches of the same photo, so grain, weave and edges reach it.
 
-How (Wexler, Shechtman & Irani 2007; Barnes et al.'s PatchMatch 2009), coarse to fine over an
-image pyramid: at the coarsest level the hole starts from the biharmonic fill; at each level,
-a few EM steps alternate a nearest-neighbour search (every patch that touches the hole finds
-an intact `patch_size` square of the photo) with a vote (each hole pixel becomes the mean of
-what the overlapping patches' matches put there). The search is PatchMatch made parallel for
-numpy: random start (or the coarser level's field, scaled up), jump-flood propagation (a
-patch tries its neighbour's match shifted back, at jumps 8, 4, 2, 1 px, all patches at once)
-and random search in shrinking windows. Patches are compared on their low-frequency cosine
-coefficients (`Basis`): a 7x7x3 patch is 147 numbers, and 21 of them carry nearly all of the
-difference between natural patches. A basis measured per photo (PCA) was tried first: its
-eigen-decomposition alone took 0.2-0.6 s on the shared cores (threaded LAPACK waiting for
-busy cores), more than the whole search.
+How (Wexler, Shechtman & Irani 2007; Barnes et al.'s PatchMatch 2009), coarse to fine over
+an image pyramid: at the coarsest level the hole starts from the biharmonic fill; at each
+level, a few EM steps alternate a nearest-neighbour search (every patch that touches the
+hole finds an intact `patch_size` square of the photo) with a vote (each hole pixel becomes
+the mean of what the overlapping patches' matches put there, each patch weighted `falloff`
+** -depth of its centre in the hole, so patches anchored on known pixels decide: 1.3 chosen
+on held-out half A of benchmarks/quality.py over 1.0, and 7 px patches over 5 and 9). The
+search is PatchMatch made parallel for numpy: random start (or the coarser level's field,
+scaled up), jump-flood propagation (a patch tries its neighbour's match shifted back, at
+jumps 8, 4, 2, 1 px, all patches at once) and random search in shrinking windows. Patches
+are compared on their low-frequency cosine coefficients (`Basis`): a 7x7x3 patch is 147
+numbers, and 21 of them carry nearly all of the difference between natural patches. A basis
+measured per photo (PCA) was tried first: its eigen-decomposition alone took 0.2-0.6 s on
+the shared cores (threaded LAPACK waiting for busy cores), more than the whole search.
 
 Float HxWxC crops, C 1 or 3 (`Canvas` hands gray and toned prints over as luminance); the
 method's seed decides every random draw; known pixels are never changed.
@@ -52,6 +54,7 @@ class Synthesis:
     em_steps: int = 3
     coarsest_em_steps: int = 6
     rounds: int = 2
+    falloff: float = 1.3
 
 
 class PatchParams(MethodParams):
@@ -62,6 +65,10 @@ class PatchParams(MethodParams):
     coarsest_em_steps: int = Field(default=Synthesis.coarsest_em_steps, ge=1)
     rounds: int = Field(default=Synthesis.rounds, ge=1, description="PatchMatch rounds "
                         "(propagation then random search) per search.")
+    falloff: float = Field(default=Synthesis.falloff, ge=1, description="A patch's vote "
+                           "weighs falloff ** -(its centre's depth in the hole, px): above 1, "
+                           "patches anchored on known pixels decide (Wexler et al.); 1: "
+                           "every vote counts alike.")
 
     @field_validator("patch_size")
     @classmethod
@@ -71,7 +78,8 @@ class PatchParams(MethodParams):
         return size
 
     def synthesis(self) -> Synthesis:
-        return Synthesis(self.patch_size, self.em_steps, self.coarsest_em_steps, self.rounds)
+        return Synthesis(self.patch_size, self.em_steps, self.coarsest_em_steps, self.rounds,
+                         self.falloff)
 
 
 class PatchSynthesis(Method):
@@ -94,7 +102,8 @@ def patch_fill(image: np.ndarray, mask: np.ndarray, seed: int = 0,
     if min(mask.shape) < size:
         raise ValueError(f"the crop {mask.shape} is smaller than one {size}x{size} patch")
     rng = np.random.default_rng(seed)
-    levels = [Level(*pair, size) for pair in pyramid(image.astype(np.float32), mask, size)]
+    levels = [Level(*pair, size, settings.falloff)
+              for pair in pyramid(image.astype(np.float32), mask, size)]
     basis = Basis(size, image.shape[2])
     coarsest = levels[-1]
     estimate = np.where(coarsest.mask[:, :, None],
@@ -193,7 +202,7 @@ class Level:
     (sources) with their descriptors, and the search and vote between them. Positions are
     flat indices (row * width + column)."""
 
-    def __init__(self, image: np.ndarray, mask: np.ndarray, size: int):
+    def __init__(self, image: np.ndarray, mask: np.ndarray, size: int, falloff: float = 1.0):
         self.image, self.mask, self.size = image, mask, size
         self.radius = r = size // 2
         height, width = mask.shape
@@ -214,7 +223,7 @@ class Level:
         self.target_id[self.target_flat] = np.arange(self.target_flat.size)
         self.neighbours = {step: self._neighbours(*step) for jump in JUMPS for step in
                            ((jump, 0), (-jump, 0), (0, jump), (0, -jump))}
-        self._vote_pairs()
+        self._vote_pairs(falloff)
 
     def _neighbours(self, step_y: int, step_x: int) -> tuple[np.ndarray, np.ndarray]:
         """(targets, their neighbouring target `step` away) for every target that has one."""
@@ -226,8 +235,9 @@ class Level:
         neighbour = self.target_id[near_y[inside] * width + near_x[inside]]
         return inside[neighbour >= 0], neighbour[neighbour >= 0]
 
-    def _vote_pairs(self) -> None:
-        """The (hole pixel, covering target, offset in the patch) triples of the vote."""
+    def _vote_pairs(self, falloff: float) -> None:
+        """The (hole pixel, covering target, offset in the patch) triples of the vote, and
+        each target's weight."""
         r, height, width = self.radius, *self.mask.shape
         self.hole_flat = np.flatnonzero(self.mask)
         hole_y, hole_x = self.hole_flat // width, self.hole_flat % width
@@ -244,7 +254,10 @@ class Level:
         self.vote_pixel = np.concatenate(pixels)
         self.vote_target = np.concatenate(targets)
         self.vote_offset = np.concatenate(offsets)
-        self.votes_per_pixel = np.bincount(self.vote_pixel, minlength=self.hole_flat.size)
+        depth = cv2.distanceTransform(self.mask.astype(np.uint8), cv2.DIST_L2, 5).ravel()
+        self.vote_weight = falloff ** -depth[self.target_flat][self.vote_target].astype(np.float64)
+        self.vote_total = np.bincount(self.vote_pixel, weights=self.vote_weight,
+                                      minlength=self.hole_flat.size)
 
     def describe_sources(self, estimate: np.ndarray, basis: Basis) -> None:
         self.basis = basis
@@ -324,14 +337,14 @@ class Level:
             window /= 2
 
     def vote(self, field: np.ndarray) -> np.ndarray:
-        """Each hole pixel: the mean of what the patches covering it copy there."""
+        """Each hole pixel: the weighted mean of what the patches covering it copy there."""
         channels = self.image.shape[2]
         pixels = self.image.reshape(-1, channels)
         copied = pixels[self.source_flat[field[self.vote_target]] + self.vote_offset]
         estimate = self.image.copy()
         filled = estimate.reshape(-1, channels)
         for channel in range(channels):
-            summed = np.bincount(self.vote_pixel, weights=copied[:, channel],
+            summed = np.bincount(self.vote_pixel, weights=copied[:, channel] * self.vote_weight,
                                  minlength=self.hole_flat.size)
-            filled[self.hole_flat, channel] = summed / self.votes_per_pixel
+            filled[self.hole_flat, channel] = summed / self.vote_total
         return estimate
