@@ -56,7 +56,7 @@ def test_no_temporary_files_left_behind(tmp_path):
 
 
 def test_a_part_the_disk_refuses_leaves_nothing_and_keeps_its_rows(tmp_path):
-    from tests.test_storage import remount, tmpfs
+    from tests.disks import remount, tmpfs
 
     with tmpfs(tmp_path / "disk", "ro,size=1m") as disk:
         writer = manifest.ManifestWriter(str(disk / "m"), "run1")

@@ -150,7 +150,7 @@ def test_an_output_that_cannot_be_written_is_a_usage_error_before_any_work(archi
     from typer.testing import CliRunner
 
     from pipeline.cli import app
-    from tests.test_storage import tmpfs
+    from tests.disks import tmpfs
 
     with tmpfs(tmp_path / "ro", "ro,size=1m") as read_only:
         target = read_only / where
@@ -172,8 +172,8 @@ def test_an_output_that_cannot_be_written_is_a_usage_error_before_any_work(archi
 @pytest.mark.parametrize("manifest_on", ["another disk", "the full disk"])
 def test_a_full_disk_stops_the_run_and_rerunning_after_freeing_space_resumes(tmp_path,
                                                                             manifest_on):
+    from tests.disks import remount, tmpfs
     from tests.test_s3 import inpaint_cli
-    from tests.test_storage import remount, tmpfs
 
     images, masks = tiny_archive(tmp_path, 40)
     with tmpfs(tmp_path / "disk", "size=64k") as disk:
@@ -247,8 +247,8 @@ def test_a_bucket_over_quota_mid_run_stops_it_and_a_rerun_resumes(s3, tmp_path, 
 
 @pytest.mark.slow
 def test_files_written_through_ray_follow_the_umask_of_the_command(archive):
+    from tests.disks import file_modes, umask
     from tests.test_s3 import inpaint_cli
-    from tests.test_storage import file_modes, umask
 
     with umask(0o027):  # the command's own; its local Ray and workers inherit it
         result = inpaint_cli("run", str(archive["images"]), "--masks", "auto", "--out",
@@ -265,7 +265,7 @@ def test_a_report_the_storage_refuses_is_one_line_and_exit_5(archive, tmp_path):
 
     from pipeline import manifest
     from pipeline.cli import app
-    from tests.test_storage import tmpfs
+    from tests.disks import tmpfs
 
     settings = RunSettings(images=str(archive["images"]), masks=str(archive["masks"]),
                            out=str(archive["out"]), method="telea")

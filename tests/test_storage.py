@@ -7,15 +7,10 @@ same `pipeline.restore_items` the CLI's in-process mode uses.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import os
-import shutil
 import stat
-import subprocess
 import uuid
 from collections import Counter
-from pathlib import Path
 from typing import ClassVar
 
 import fsspec
@@ -27,6 +22,7 @@ from pipeline import manifest, restore_items, storage
 from pipeline.discover import UsageError
 from pipeline.runner import plan
 from pipeline.settings import RunSettings
+from tests.disks import file_modes, tmpfs, umask
 
 
 class FlakyFileSystem(MemoryFileSystem):
@@ -249,45 +245,6 @@ def test_a_bucket_that_stays_busy_gives_up_after_the_stated_attempts(faulty):
 
 
 # --- Local disks as their users expect: file modes, full and read-only filesystems -----
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, options: str):
-    """A real tmpfs mounted at `path` for the test (`size=64k`, `ro,size=1m`, ...).
-
-    The tests run as root, where chmod stops no write: a read-only or full filesystem must
-    be real. Skips, saying why, where the machine does not allow mounting.
-    """
-    path.mkdir(parents=True, exist_ok=True)
-    if shutil.which("mount") is None or os.geteuid() != 0:
-        pytest.skip("mounting a test tmpfs needs root and the mount command")
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"this machine refuses to mount a tmpfs: {mounted.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
-def remount(path: Path, options: str) -> None:
-    """Change a test tmpfs in place: `size=1m` frees space, `rw` makes it writable."""
-    subprocess.run(["mount", "-o", f"remount,{options}", str(path)], check=True)
-
-
-@contextlib.contextmanager
-def umask(value: int):
-    previous = os.umask(value)
-    try:
-        yield
-    finally:
-        os.umask(previous)
-
-
-def file_modes(root: Path) -> dict[str, int]:
-    return {str(p.relative_to(root)): stat.S_IMODE(p.stat().st_mode)
-            for p in root.rglob("*") if p.is_file()}
 
 
 @pytest.mark.parametrize("mask", [0o022, 0o027], ids=["umask-022", "umask-027"])
