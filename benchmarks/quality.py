@@ -326,7 +326,7 @@ def contact_sheet(sheet: dict, kinds: list[str], photos: list[str], labels: list
     gray = [name for name in photos if not name.startswith("sepia-")
             and (kinds[0], name, "truth") in sheet
             and np.ptp(sheet[(kinds[0], name, "truth")], axis=2).max() == 0]
-    shown += [("strokes", name) for name in gray[:1]]
+    shown += [("strokes", name) for name in gray if ("strokes", name) not in shown][:1]
     shown += [("blob", name) for name in photos if name.startswith("sepia-")][:1]
     tiles = [[sheet[(kind, name, column)] for column in columns]
              for kind, name in shown if (kind, name, "truth") in sheet]
