@@ -1,8 +1,8 @@
 """The per-item work: read, fill, write, and return one manifest row; never raise.
 
-`Restorer` is the callable class Ray Data runs on each actor (the method is loaded once
-per actor) on a batch of items, which it fills together (`restore_batch`); `restore_item` is
-the same work for one item, callable from a plain loop.
+`Restorer` is the Ray actor class `pipeline.runner` starts on each worker (the method is
+loaded once per actor); it restores a batch of items, which it fills together
+(`restore_batch`); `restore_item` is the same work for one item, callable from a plain loop.
 """
 
 from __future__ import annotations
