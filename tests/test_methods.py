@@ -136,6 +136,23 @@ def test_thin_holes_keep_the_smooth_fill():
     assert result.iterations is None
 
 
+def test_blobs_start_from_the_patch_detail_and_narrower_holes_from_the_mirror():
+    """The cross-validated rule: a crop whose widest hole reaches coarse_radius starts from
+    `blob_init` (patch-detail), a narrower one from `init` (mirror)."""
+    photo = small_photo("coffee", 256).astype(np.float32)[:, :, :3] / 255
+    method = load_method("hallucinate")
+    for kind, expected, other in (("blob", "patch-detail", "mirror"),
+                                  ("strokes", "mirror", "patch-detail")):
+        hole = synthetic_mask(kind, *photo.shape[:2], seed=2)
+        _, radius = wide_holes(hole, method.params.thin_radius)
+        assert (radius >= method.params.coarse_radius) == (kind == "blob")
+        start = method.plan(photo, hole).start
+        as_expected = load_method("hallucinate", {"init": expected, "blob_init": expected})
+        as_other = load_method("hallucinate", {"init": other, "blob_init": other})
+        assert np.array_equal(start, as_expected.plan(photo, hole).start)
+        assert not np.array_equal(start, as_other.plan(photo, hole).start)
+
+
 @pytest.mark.slow
 def test_quality_benchmark_runs(tmp_path: Path):
     script = Path(__file__).parents[1] / "benchmarks" / "quality.py"

@@ -2,7 +2,8 @@
 
 Each hole region starts from scikit-image's biharmonic fill; thin ones (scratches) keep it,
 as pure smoothness is what they need. Wide ones get the photo's fine detail mirrored across
-the border, then are optimised on TV, the deep-feature context term and the seed's
+the border (blobs: the fine detail of a patch synthesis from the photo's own patches), then
+are optimised on TV, the deep-feature context term and the seed's
 hallucination term, with weights that grow with the hole's width.
 `tv` is the same optimiser with only the TV term: the seed's regulariser alone.
 """
@@ -25,10 +26,12 @@ from pipeline.methods.patches import patch_fill
 from pipeline.optimizer import Budget, Schedule, Weights, optimize_batch
 from pipeline.prior import DEFAULT_MODEL, load_prior
 
+InitialFill = Literal["biharmonic", "fsr", "blend", "detail", "mirror", "telea", "patch",
+                      "patch-detail"]
+
 
 class OptimizerParams(MethodParams):
-    init: Literal["biharmonic", "fsr", "blend", "detail", "mirror", "telea", "patch",
-                  "patch-detail"] = Field(
+    init: InitialFill = Field(
         default="mirror", description="Classical fill the optimisation starts from. blend: "
         "biharmonic at the border fading into FSR over `blend_radius`; detail: biharmonic "
         "plus FSR's fine detail (FSR minus its blur), faded in the same way; mirror: "
@@ -36,6 +39,11 @@ class OptimizerParams(MethodParams):
         "patch: multi-scale PatchMatch synthesis from the photo's own patches "
         "(pipeline.methods.patches, with its defaults and the run's seed); patch-detail: "
         "biharmonic plus that synthesis' fine detail, faded in as for detail.")
+    blob_init: InitialFill = Field(
+        default="patch-detail", description="The start of crops whose widest hole is at "
+        "least `coarse_radius` wide (blobs): chosen on each held-out half of the quality "
+        "benchmark and better on the other (benchmarks/results/quality.md); `init` starts "
+        "the narrower ones.")
     blend_radius: float = Field(default=12.0, gt=0, description="Depth (px) over which "
                                 "the texture of blend, detail and mirror fades in.")
     mirror_depth: float = Field(default=16.0, gt=0, description="Mirrored detail is kept "
@@ -183,8 +191,9 @@ class TotalVariation(Method):
         wide, radius = wide_holes(mask, params.thin_radius)
         if not wide.any():
             return Plan(smooth, wide)  # scratches only: pure smoothness
+        kind = params.blob_init if radius >= params.coarse_radius else params.init
         start = np.where(wide[:, :, None],
-                         initial_fill(image, mask, params, smooth, self.seed), smooth)
+                         initial_fill(image, mask, params, smooth, self.seed, kind), smooth)
         if params.steps == 0:
             return Plan(start, wide)
         finest = max(params.finest_octave, int(radius >= params.coarse_radius))
@@ -264,10 +273,10 @@ class Hallucinate(TotalVariation):
 
 
 def initial_fill(image: np.ndarray, mask: np.ndarray, params: OptimizerParams,
-                 smooth: np.ndarray, seed: int = 0) -> np.ndarray:
-    """The fill the optimisation starts from; `smooth` is the biharmonic fill; `seed`
-    decides the random draws of `patch`."""
-    kind = params.init
+                 smooth: np.ndarray, seed: int = 0, kind: str | None = None) -> np.ndarray:
+    """The fill the optimisation starts from (`kind`, `params.init` by default); `smooth` is
+    the biharmonic fill; `seed` decides the random draws of `patch`."""
+    kind = kind or params.init
     # How deep each hole pixel lies: texture fades in from the border over `blend_radius`.
     distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
     share = np.clip(distance / params.blend_radius, 0, 1)[:, :, None]
