@@ -375,14 +375,7 @@ def test_webdataset_run_resumes_and_ray_reads_it(tmp_path, local_ray):
 @pytest.mark.slow
 def test_a_worker_killed_mid_part_loses_and_duplicates_nothing(tmp_path, local_ray):
     """SIGKILL an actor once a first part is out: Ray replays its part whole."""
-    import os
-    import signal
-    import threading
-    import time
-
-    import psutil
-
-    from pipeline import runner
+    from tests.workerkill import run_killing_a_worker
 
     keys = []
     for part in range(4):  # 384-px photos, Telea radius 20: about a second each
@@ -398,20 +391,8 @@ def test_a_worker_killed_mid_part_loses_and_duplicates_nothing(tmp_path, local_r
     settings = RunSettings(images=str(tmp_path / "data/*.parquet"), out=str(out),
                            method="telea", method_params={"radius": 20}, workers=2,
                            report=False)
-    outcome = {}
-    thread = threading.Thread(target=lambda: outcome.update(summary=runner.run(settings)))
-    thread.start()
-    killed, deadline = None, time.monotonic() + 120
-    while killed is None and thread.is_alive() and time.monotonic() < deadline:
-        actors = [p for p in psutil.process_iter(["cmdline"])
-                  if "ray::PartRestorer" in " ".join(p.info["cmdline"] or [])]
-        if list(out.glob("part-*.parquet")) and actors:
-            killed = actors[0].pid
-            os.kill(killed, signal.SIGKILL)
-        time.sleep(0.05)
-    thread.join(timeout=300)
-    assert killed is not None, "the run ended before a worker could be killed"
-    assert outcome["summary"].counts == {"ok": 12}
+    summary = run_killing_a_worker(settings, "PartRestorer", out, "part-*.parquet")
+    assert summary.counts == {"ok": 12}
     rows = manifest_rows(out)
     assert sorted(r["relative_path"].split("#")[1] for r in rows) == sorted(keys)
     written = [k for p in sorted(out.glob("part-*.parquet"))

@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import threading
-import time
-
-import psutil
 import pyarrow.dataset as pads
 import pytest
 
@@ -15,14 +9,7 @@ from pipeline import runner
 from pipeline.masks import synthetic_mask
 from pipeline.settings import RunSettings
 from tests.conftest import save, save_mask, small_photo
-
-
-def actor_processes() -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        if "ray::Restorer" in " ".join(process.info["cmdline"] or []):
-            found.append(process)
-    return found
+from tests.workerkill import run_killing_a_worker
 
 
 @pytest.fixture
@@ -43,21 +30,8 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(slow_archive, loca
         out=str(slow_archive / "out"), method="telea", method_params={"radius": 20},
         workers=2, batch_size=2, report=False,
     )
-    outcome = {}
-    thread = threading.Thread(target=lambda: outcome.update(summary=runner.run(settings)))
-    thread.start()
-    killed = None
-    deadline = time.monotonic() + 120
-    while killed is None and thread.is_alive() and time.monotonic() < deadline:
-        outputs = list((slow_archive / "out").glob("*.png"))
-        workers = actor_processes()
-        if outputs and workers:
-            killed = workers[0].pid
-            os.kill(killed, signal.SIGKILL)
-        time.sleep(0.05)
-    thread.join(timeout=300)
-    assert killed is not None, "the run ended before a worker could be killed"
-    assert outcome["summary"].counts == {"ok": 10}
+    summary = run_killing_a_worker(settings, "Restorer", slow_archive / "out", "*.png")
+    assert summary.counts == {"ok": 10}
     rows = pads.dataset(str(slow_archive / "out" / "_manifest")).to_table().to_pylist()
     assert sorted(r["relative_path"] for r in rows) == [f"photo-{i:02d}.png" for i in range(10)]
     assert all(r["status"] == "ok" for r in rows)
