@@ -33,7 +33,8 @@ MIN_BIN_PIXELS = 20
 
 @dataclass(frozen=True)
 class Tone:
-    """How a photo's colour relates to its luminance (offsets: BINS x 3, in [0, 1] units)."""
+    """How a photo's colour relates to its luminance: each channel's offset from it at the
+    curve's points (`centres`, `offsets`: N and N x 3, in [0, 1] units)."""
 
     kind: ToneKind
     offsets: np.ndarray | None = None
@@ -73,13 +74,14 @@ def decide(image: np.ndarray, hole: np.ndarray) -> Tone:
     known = image[::step, ::step][~hole[::step, ::step]]
     if len(known) < MIN_BIN_PIXELS:
         return COLOUR
-    levels = known.astype(np.float32) / (257.0 if image.dtype == np.uint16 else 1.0)
-    if np.percentile(levels.max(axis=1) - levels.min(axis=1), 99.5) <= GRAY_CHROMA:
+    pixels = known.astype(np.float32) / (65535.0 if image.dtype == np.uint16 else 255.0)
+    chroma = (pixels.max(axis=1) - pixels.min(axis=1)) * 255.0
+    if np.percentile(chroma, 99.5) <= GRAY_CHROMA:
         return Tone("gray")
-    tone = tone_curve(levels / 255.0)
+    tone = tone_curve(pixels)
     if tone is None:
         return COLOUR
-    residual = np.abs(levels / 255.0 - tone.colour(tone.luminance(levels[:, None] / 255.0))[:, 0])
+    residual = np.abs(pixels - tone.colour(tone.luminance(pixels[:, None]))[:, 0])
     if np.percentile(residual.max(axis=1) * 255.0, 99) <= TONED_RESIDUAL:
         return tone
     return COLOUR
