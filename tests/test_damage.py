@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline.damage import KINDS, DamageParams, add_damage, mask_scores, synthetic_infrared
+from pipeline.damage import (
+    KINDS,
+    PRINT_KINDS,
+    DamageParams,
+    PrintDamageParams,
+    add_damage,
+    add_print_damage,
+    mask_scores,
+    synthetic_infrared,
+)
 from tests.conftest import small_photo
 
 
@@ -71,3 +80,83 @@ def test_mask_scores_tolerate_a_two_pixel_shift_but_not_more():
     half[20, 20:] = False
     scores = mask_scores(half, true)
     assert scores["precision"] == 1.0 and 0.5 < scores["recall"] < 0.7
+
+
+# ------------------------------------------------------------------------------------------
+# add_print_damage: realistic damage of old prints.
+
+# Every kind on every photo, several of each even on the small photos of these tests
+# (counts are per 0.25 MP).
+ALL_ON = PrintDamageParams(
+    cracks=(20, 20), crackle_chance=1.0, scratches=(20, 20), short_scratches=(100, 100),
+    flakes=(30, 30), edge_chance=1.0, corner_chance=1.0, creases=(15, 15), specks=(200, 200),
+    blotches=(15, 15), foxing_chance=1.0, hairs=(20, 20))
+NO_JPEG = ALL_ON.model_copy(update={"jpeg_chance": 0.0})
+
+
+def test_print_damage_is_the_same_for_a_seed_and_differs_for_another():
+    photo = small_photo("chelsea", 128)
+    first, again, other = (add_print_damage(photo, seed=s) for s in (3, 3, 4))
+    for field in ("image", "mask", "kinds", "clean"):
+        assert np.array_equal(getattr(first, field), getattr(again, field))
+    assert not np.array_equal(first.image, other.image)
+
+
+def test_print_damage_mask_marks_exactly_what_the_damage_moved():
+    photo = small_photo("coffee", 160)
+    for seed in (0, 1):
+        damage = add_print_damage(photo, seed=seed, params=NO_JPEG)
+        change = np.abs(damage.image.astype(int) - damage.clean.astype(int)).max(axis=2)
+        assert damage.mask.any()
+        # MIN_CHANGE is 8/255 before rounding; each side rounds by at most half a level.
+        assert (change[damage.mask] >= 7).all()
+        assert change[~damage.mask].max() <= 8
+        assert damage.image.shape == photo.shape and damage.image.dtype == photo.dtype
+
+
+@pytest.mark.parametrize("kind", list(PRINT_KINDS))
+def test_each_print_kind_is_drawn_and_labelled_as_itself(kind):
+    damage = add_print_damage(small_photo("rocket", 200), seed=2, params=ALL_ON, kinds=(kind,))
+    assert damage.mask.any()
+    assert set(np.unique(damage.kinds[damage.mask]).tolist()) == {PRINT_KINDS[kind]}
+    assert not damage.kinds[~damage.mask].any()
+
+
+def test_print_damage_is_mostly_lighter_than_the_print():
+    # As on the real prints: paper shows where the emulsion cracks, flakes or is scratched.
+    photo = small_photo("astronaut", 200)
+    lighter = []
+    for seed in range(4):
+        damage = add_print_damage(photo, seed=seed)
+        moved = damage.image.astype(int).sum(axis=2) - damage.clean.astype(int).sum(axis=2)
+        lighter.append((moved[damage.mask] > 0).mean())
+    assert np.mean(lighter) > 0.7
+
+
+def test_a_grey_photo_stays_grey():
+    photo = small_photo("camera", 128)
+    damage = add_print_damage(photo, seed=1, params=ALL_ON)
+    assert damage.image.shape == photo.shape and damage.clean.shape == photo.shape
+    assert damage.mask.any()
+    as_rgb = np.dstack([photo] * 3)
+    grey = add_print_damage(as_rgb, seed=1,
+                            params=NO_JPEG.model_copy(update={"tonings": (1.0, 0.0, 0.0)}))
+    assert np.array_equal(grey.image[..., 0], grey.image[..., 1])
+    assert np.array_equal(grey.image[..., 0], grey.image[..., 2])
+
+
+def test_print_damage_leaves_the_photo_alone_and_keeps_sixteen_bits():
+    photo = small_photo("coffee", 96)
+    before = photo.copy()
+    add_print_damage(photo, seed=0, params=ALL_ON)
+    assert np.array_equal(photo, before)
+    deep = add_print_damage(photo.astype(np.uint16) * 257, seed=0, params=ALL_ON)
+    assert deep.image.dtype == np.uint16 and deep.mask.any()
+
+
+def test_print_damage_refuses_unknown_kinds_and_odd_arrays():
+    photo = small_photo("coffee", 64)
+    with pytest.raises(ValueError, match="unknown damage kind 'mould'"):
+        add_print_damage(photo, kinds=("mould",))
+    with pytest.raises(ValueError, match="uint8/uint16"):
+        add_print_damage(photo.astype(np.float32))
