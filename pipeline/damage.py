@@ -271,7 +271,7 @@ class PrintDamageParams(BaseModel):
     paper_texture: tuple[float, float] = Field(
         (0.01, 0.04), description="Relative std of the paper's texture where paper shows.")
     blur_sigma: tuple[float, float] = Field(
-        (0.35, 0.9), description="Scanner blur (Gaussian std, px), on print and damage alike.")
+        (0.3, 0.7), description="Scanner blur (Gaussian std, px), on print and damage alike.")
     scan_noise: tuple[float, float] = Field((0.0, 0.008), description="Scanner noise std.")
     jpeg_chance: float = Field(0.7, ge=0, le=1, description="Share of scans saved as JPEG.")
     jpeg_quality: tuple[int, int] = Field((55, 95), description="JPEG quality (8-bit only).")
@@ -285,7 +285,7 @@ class PrintDamageParams(BaseModel):
     crackle_cover: tuple[float, float] = Field(
         (0.15, 1.0), description="Share of the print the crackled area spans.")
     crackle_cell: tuple[float, float] = Field((14.0, 50.0), description="Cell size in px.")
-    crackle_width: tuple[float, float] = Field((0.7, 2.0), description="Line width in px.")
+    crackle_width: tuple[float, float] = Field((1.0, 2.8), description="Line width in px.")
     crackle_keep: tuple[float, float] = Field(
         (0.25, 0.7), description="Share of cell edges that are cracked (networks are open).")
     # Scratches: long faint ones that run straight across the picture and break and resume,
@@ -295,7 +295,7 @@ class PrintDamageParams(BaseModel):
     scratch_width: tuple[float, float] = Field((0.8, 3.0), description="Width in px.")
     scratch_strength: tuple[float, float] = Field(
         (0.12, 0.7), description="How far toward paper a scratch pulls (faint to plain).")
-    short_scratches: tuple[int, int] = Field((0, 60), description="Short ones per 0.25 MP.")
+    short_scratches: tuple[int, int] = Field((0, 80), description="Short ones per 0.25 MP.")
     short_length: tuple[float, float] = Field((4.0, 40.0), description="Length in px.")
     # Flakes, worn edges and chipped or lost corners: large areas of paper.
     flakes: tuple[int, int] = Field((0, 5), description="Flaked areas per 0.25 MP.")
@@ -308,11 +308,11 @@ class PrintDamageParams(BaseModel):
     creases: tuple[int, int] = Field((0, 1), description="Creases per 0.25 MP.")
     crease_length: tuple[float, float] = Field((0.08, 0.5), description="Share of long side.")
     # Specks of every size (dark dirt and white dust or pin-holes), stains, foxing, hairs.
-    specks: tuple[int, int] = Field((10, 100), description="Specks per 0.25 MP.")
+    specks: tuple[int, int] = Field((10, 160), description="Specks per 0.25 MP.")
     speck_size: tuple[float, float] = Field(
         (1.0, 9.0), description="Diameter range; small ones far more common (log-uniform^2).")
-    dark_specks: float = Field(0.3, ge=0, le=1, description="Share of dark specks.")
-    blotches: tuple[int, int] = Field((0, 2), description="Stains per 0.25 MP.")
+    dark_specks: float = Field(0.25, ge=0, le=1, description="Share of dark specks.")
+    blotches: tuple[int, int] = Field((0, 1), description="Stains per 0.25 MP.")
     blotch_size: tuple[float, float] = Field((12.0, 90.0), description="Diameter in px.")
     foxing_chance: float = Field(0.2, ge=0, le=1, description="Share of prints with foxing.")
     foxing_spots: tuple[int, int] = Field((4, 30), description="Brown spots per cluster.")
@@ -486,9 +486,10 @@ def _walk(rng, start, heading: float, length: float, bend: float, jag: float,
 
 
 def _pieces(rng, points: np.ndarray, width: float, strength: float, chunk: int,
-            gaps: float = 0.0) -> list:
+            gaps: float = 0.0, chips: float = 0.0) -> list:
     """Split a path into pieces of `chunk` points whose width and strength vary smoothly
-    along it (and taper at its ends); with `gaps`, that share of it is missing."""
+    along it (and taper at its ends); with `gaps`, that share of it is missing; with
+    `chips`, that share of pieces is half again as wide (a crack's edge chipped off)."""
     paths = []
     n = len(points)
     wobble = np.cumsum(rng.normal(0, 0.3, n // chunk + 2))
@@ -498,6 +499,8 @@ def _pieces(rng, points: np.ndarray, width: float, strength: float, chunk: int,
         t = begin / max(n - 1, 1)
         taper = min(1.0, 6 * t, 6 * (1 - t)) * 0.6 + 0.4
         factor = float(np.clip(1 + 0.35 * np.sin(wobble[index]), 0.4, 1.4))
+        if chips and rng.random() < chips:
+            factor *= rng.uniform(1.3, 1.9)
         paths.append((points[begin:begin + chunk + 1], max(0.5, width * taper * factor),
                       float(np.clip(strength * (0.75 + 0.25 * factor), 0.05, 1))))
     return paths
@@ -517,7 +520,7 @@ def _draw_cracks(rng, params: PrintDamageParams, sheet: _Print, area: float) -> 
         while queue:
             origin, heading, length, line_width, depth = queue.pop()
             points = _walk(rng, origin, heading, length, 0.12, 0.35)
-            paths += _pieces(rng, points, line_width, rng.uniform(0.6, 1.0), 4)
+            paths += _pieces(rng, points, line_width, rng.uniform(0.6, 1.0), 4, chips=0.08)
             sheet.crack_points.extend(points[:: 8].tolist())
             if depth < 2:
                 for _ in range(rng.integers(*params.crack_branches, endpoint=True) >> depth):
@@ -552,40 +555,106 @@ def _draw_crackle(rng, params: PrintDamageParams, sheet: _Print, area: float) ->
     keep = rng.uniform(*params.crackle_keep)
     line_width = rng.uniform(*params.crackle_width)
     cell = rng.uniform(*params.crackle_cell)
+    # Long cracks that branch off each other and end where they meet an older one (the
+    # T-junctions of real crackle), then a finer polygonal network between them.
     paths = []
-    # Two scales, as on real prints: coarse cells of wider cracks, finer ones between them.
-    for size, share, widen in ((cell, keep, 1.0), (max(cell * 0.5, 8.0), keep * 0.2, 0.6)):
-        ends = _voronoi_edges(rng, height, width, size)
-        middle = ((ends[:, :2] + ends[:, 2:]) / 2).astype(int)
-        inside = region[np.clip(middle[:, 1], 0, height - 1), np.clip(middle[:, 0], 0, width - 1)]
-        # Cracks run on from edge to edge: pick edges where a smooth field is high, so that
-        # the kept ones join into open networks instead of scattered dashes.
-        field = _smooth_noise(rng, (height, width), size * 1.5)
-        along = field[np.clip(middle[:, 1], 0, height - 1), np.clip(middle[:, 0], 0, width - 1)]
-        chance = inside * np.clip(share + 0.35 * along + 0.15 * rng.standard_normal(len(ends)),
-                                  0, 1) ** 0.5
-        for row in ends[rng.random(len(ends)) < chance ** 2]:
-            paths.append((_jagged_edge(rng, row[:2], row[2:]),
-                          line_width * widen * rng.uniform(0.6, 1.3), rng.uniform(0.45, 1.0)))
+    for points, generation in _grow_network(rng, region, cell / max(keep, 0.2), height, width):
+        paths += _pieces(rng, points, max(0.7, line_width * 0.8 ** generation),
+                         rng.uniform(0.6, 1.0), 4, chips=0.08)
+        sheet.crack_points.extend(points[::10].tolist())
+    size, share = max(cell * 0.5, 8.0), keep * 0.1
+    ends = _voronoi_edges(rng, height, width, size)
+    middle = ((ends[:, :2] + ends[:, 2:]) / 2).astype(int)
+    at = (np.clip(middle[:, 1], 0, height - 1), np.clip(middle[:, 0], 0, width - 1))
+    # Fine cracks run on from edge to edge: keep edges where a smooth field is high, so that
+    # they join into open networks instead of scattered dashes.
+    along = _smooth_noise(rng, (height, width), size * 1.5)[at]
+    chance = region[at] * np.clip(share + 0.35 * along + 0.15 * rng.standard_normal(len(ends)),
+                                  0, 1)
+    for row in ends[rng.random(len(ends)) < chance]:
+        paths.append((_jagged_edge(rng, row[:2], row[2:]),
+                      line_width * 0.6 * rng.uniform(0.6, 1.3), rng.uniform(0.6, 1.0)))
     alpha, box = _lines(paths, height, width)
-    _paint(sheet, "crackle", alpha * rng.uniform(0.65, 1.0), box, "paper")
+    _paint(sheet, "crackle", alpha * rng.uniform(0.8, 1.0), box, "paper")
+
+
+def _grow_network(rng, region: np.ndarray, cell: float, height: int, width: int) -> list:
+    """Cracks grown one after another, as a drying or bent emulsion breaks: each starts on an
+    older crack (or, now and then, anywhere in `region`), leaves it at about a right angle,
+    wanders a little and stops where it meets another crack or leaves the region; together
+    they cut the region into cells about `cell` px across. Returns (points Nx2, generation)."""
+    occupied = np.zeros((height, width), np.int32)
+    target = float(region.sum()) * 2 / cell
+    cracks, anchors, total = [], [], 0.0
+    for attempt in range(int(target / 4) + 50):
+        if total >= target:
+            break
+        if anchors and rng.random() < 0.85:
+            x, y, heading, generation = anchors[rng.integers(len(anchors))]
+            heading += rng.choice([-1, 1]) * (np.pi / 2 + rng.normal(0, 0.3))
+            generation += 1
+        else:
+            y, x = rng.uniform(0, height), rng.uniform(0, width)
+            if rng.random() > region[int(y), int(x)]:
+                continue
+            heading, generation = rng.uniform(0, 2 * np.pi), 0
+        ident, stop = attempt + 1, rng.uniform(0, 1)
+        limit = int(max(height, width) * 1.5)
+        # Small turns that persist a little: fairly straight runs that bend now and then.
+        drift = rng.normal(0, 0.008, limit) + (rng.random(limit) < 0.02) * rng.normal(0, 0.3, limit)
+        points, turn = [(x, y)], 0.0
+        for step in range(limit):
+            turn = 0.7 * turn + drift[step]
+            heading += turn
+            x, y = x + np.cos(heading), y + np.sin(heading)
+            col, row = int(x), int(y)
+            if not (0 <= col < width and 0 <= row < height) or region[row, col] < stop:
+                break
+            points.append((x, y))
+            # Look two pixels ahead (past this crack's own marks) for an older crack.
+            ahead_x, ahead_y = x + 2 * np.cos(heading), y + 2 * np.sin(heading)
+            if step > 2 and 0 <= ahead_x < width and 0 <= ahead_y < height:
+                mark = occupied[int(ahead_y), int(ahead_x)]
+                if mark and mark != ident:
+                    points.append((ahead_x, ahead_y))  # run into it: the T-junction
+                    break
+            near = occupied[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2]
+            near[near == 0] = ident
+        if len(points) < 4:
+            continue
+        points = np.array(points)
+        points[1:-1] += rng.normal(0, 0.3, (len(points) - 2, 2))  # jagged at the pixel scale
+        total += len(points)
+        cracks.append((points, generation))
+        spacing = max(3, int(cell / 3))
+        for index in range(spacing, len(points) - spacing, spacing):
+            dx, dy = points[index + 1] - points[index - 1]
+            anchors.append((*points[index], float(np.arctan2(dy, dx)), generation))
+    return cracks
 
 
 def _voronoi_edges(rng, height: int, width: int, cell: float) -> np.ndarray:
-    """The edges (rows x0, y0, x1, y1) of a Voronoi tessellation of jittered grid points
-    `cell` px apart, over the photo and a cell around it."""
+    """The edges (rows x0, y0, x1, y1) of a Voronoi tessellation of random points about
+    `cell` px apart, over the photo and a cell around it. The points are scattered at random
+    (cells of very unequal size, as emulsion breaks) in a space stretched along a random
+    direction (cells elongated one way, as on a print bent along one axis)."""
     margin = 2 * cell
-    ys = np.arange(-margin, height + margin, cell)
-    xs = np.arange(-margin, width + margin, cell)
-    grid = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)
-    grid = grid + rng.uniform(-0.45, 0.45, grid.shape) * cell
-    diagram = Voronoi(grid)
+    stretch, turn = rng.uniform(1.0, 1.8), rng.uniform(0, np.pi)
+    rotation = np.array([[np.cos(turn), -np.sin(turn)], [np.sin(turn), np.cos(turn)]])
+    squash = rotation @ np.diag([stretch, 1 / stretch]) @ rotation.T
+    count = int((height + 2 * margin) * (width + 2 * margin) / cell ** 2)
+    centre = np.array([width / 2, height / 2])
+    points = rng.uniform([-margin, -margin], [width + margin, height + margin], (count, 2))
+    # Voronoi of the points squashed, mapped back: the cells come out stretched.
+    diagram = Voronoi((points - centre) @ np.linalg.inv(squash).T)
+    vertices = diagram.vertices @ squash.T + centre
     ridges = np.asarray(diagram.ridge_vertices)
     ridges = ridges[(ridges >= 0).all(axis=1)]  # drop the open ridges at infinity
-    ends = np.hstack([diagram.vertices[ridges[:, 0]], diagram.vertices[ridges[:, 1]]])
+    ends = np.hstack([vertices[ridges[:, 0]], vertices[ridges[:, 1]]])
     near = ((ends[:, [0, 2]] > -cell) & (ends[:, [0, 2]] < width + cell)
             & (ends[:, [1, 3]] > -cell) & (ends[:, [1, 3]] < height + cell)).any(axis=1)
-    return ends[near].astype(float)
+    short = np.hypot(ends[:, 2] - ends[:, 0], ends[:, 3] - ends[:, 1]) < 4 * cell
+    return ends[near & short].astype(float)
 
 
 def _jagged_edge(rng, a: np.ndarray, b: np.ndarray) -> np.ndarray:
