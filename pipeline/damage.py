@@ -13,6 +13,7 @@ stains, foxing, hairs; mostly lighter than the print, where paper shows), then s
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -278,7 +279,7 @@ class PrintDamageParams(BaseModel):
     # Cracks: long branching breaks of the emulsion, paper showing through.
     cracks: tuple[int, int] = Field((0, 4), description="Cracks per 0.25 MP.")
     crack_length: tuple[float, float] = Field((0.1, 0.7), description="Share of long side.")
-    crack_width: tuple[float, float] = Field((1.0, 3.5), description="Width at its widest.")
+    crack_width: tuple[float, float] = Field((1.0, 3.0), description="Width at its widest.")
     crack_branches: tuple[int, int] = Field((0, 4), description="Side branches per crack.")
     # Crackle: a network of polygonal cells over an area or the whole print.
     crackle_chance: float = Field(0.35, ge=0, le=1, description="Share of crackled prints.")
@@ -303,7 +304,7 @@ class PrintDamageParams(BaseModel):
     edge_chance: float = Field(0.5, ge=0, le=1, description="Share of prints with worn edges.")
     edge_width: tuple[float, float] = Field((0.6, 3.5), description="Worn band's mean width.")
     corner_chance: float = Field(0.35, ge=0, le=1, description="Share with a lost corner.")
-    corner_size: tuple[float, float] = Field((0.03, 0.2), description="Share of short side.")
+    corner_size: tuple[float, float] = Field((0.03, 0.15), description="Share of short side.")
     # Creases: a fold line with a light and a dark side.
     creases: tuple[int, int] = Field((0, 1), description="Creases per 0.25 MP.")
     crease_length: tuple[float, float] = Field((0.08, 0.5), description="Share of long side.")
@@ -511,15 +512,21 @@ def _draw_cracks(rng, params: PrintDamageParams, sheet: _Print, area: float) -> 
     long_side = max(height, width)
     paths = []
     for _ in range(_how_many(rng, params.cracks, area)):
-        # Cracks often start at the print's edge, where it was bent.
-        start = ([rng.uniform(0, width), rng.choice([0, height])] if rng.random() < 0.5
-                 else [rng.uniform(0, width), rng.uniform(0, height)])
-        queue = [(start, rng.uniform(0, 2 * np.pi),
+        # Cracks often start at the print's edge, where it was bent, and run inward.
+        heading = rng.uniform(0, 2 * np.pi)
+        if rng.random() < 0.5:
+            side = rng.integers(4)
+            start = [(rng.uniform(0, width), 0), (rng.uniform(0, width), height),
+                     (0, rng.uniform(0, height)), (width, rng.uniform(0, height))][side]
+            heading = [np.pi / 2, -np.pi / 2, 0.0, np.pi][side] + rng.uniform(-1.0, 1.0)
+        else:
+            start = (rng.uniform(0, width), rng.uniform(0, height))
+        queue = [(start, heading,
                   rng.uniform(*params.crack_length) * long_side,
                   rng.uniform(*params.crack_width), 0)]
         while queue:
             origin, heading, length, line_width, depth = queue.pop()
-            points = _walk(rng, origin, heading, length, 0.12, 0.35)
+            points = _walk(rng, origin, heading, length, 0.05, 0.4)
             paths += _pieces(rng, points, line_width, rng.uniform(0.6, 1.0), 4, chips=0.08)
             sheet.crack_points.extend(points[:: 8].tolist())
             if depth < 2:
@@ -583,8 +590,9 @@ def _grow_network(rng, region: np.ndarray, cell: float, height: int, width: int)
     older crack (or, now and then, anywhere in `region`), leaves it at about a right angle,
     wanders a little and stops where it meets another crack or leaves the region; together
     they cut the region into cells about `cell` px across. Returns (points Nx2, generation)."""
-    occupied = np.zeros((height, width), np.int32)
     target = float(region.sum()) * 2 / cell
+    occupied = [[0] * width for _ in range(height)]
+    region = region.tolist()
     cracks, anchors, total = [], [], 0.0
     for attempt in range(int(target / 4) + 50):
         if total >= target:
@@ -595,31 +603,35 @@ def _grow_network(rng, region: np.ndarray, cell: float, height: int, width: int)
             generation += 1
         else:
             y, x = rng.uniform(0, height), rng.uniform(0, width)
-            if rng.random() > region[int(y), int(x)]:
+            if rng.random() > region[int(y)][int(x)]:
                 continue
             heading, generation = rng.uniform(0, 2 * np.pi), 0
         ident, stop = attempt + 1, rng.uniform(0, 1)
         limit = int(max(height, width) * 1.5)
         # Small turns that persist a little: fairly straight runs that bend now and then.
         drift = rng.normal(0, 0.008, limit) + (rng.random(limit) < 0.02) * rng.normal(0, 0.3, limit)
-        points, turn = [(x, y)], 0.0
-        for step in range(limit):
-            turn = 0.7 * turn + drift[step]
+        points, turn, x, y, heading = [(x, y)], 0.0, float(x), float(y), float(heading)
+        # Plain floats and lists in this loop: it runs once per pixel of crack.
+        for step, nudge in enumerate(drift.tolist()):
+            turn = 0.7 * turn + nudge
             heading += turn
-            x, y = x + np.cos(heading), y + np.sin(heading)
+            dx, dy = math.cos(heading), math.sin(heading)
+            x, y = x + dx, y + dy
             col, row = int(x), int(y)
-            if not (0 <= col < width and 0 <= row < height) or region[row, col] < stop:
+            if not (0 <= col < width and 0 <= row < height) or region[row][col] < stop:
                 break
             points.append((x, y))
             # Look two pixels ahead (past this crack's own marks) for an older crack.
-            ahead_x, ahead_y = x + 2 * np.cos(heading), y + 2 * np.sin(heading)
+            ahead_x, ahead_y = x + 2 * dx, y + 2 * dy
             if step > 2 and 0 <= ahead_x < width and 0 <= ahead_y < height:
-                mark = occupied[int(ahead_y), int(ahead_x)]
+                mark = occupied[int(ahead_y)][int(ahead_x)]
                 if mark and mark != ident:
                     points.append((ahead_x, ahead_y))  # run into it: the T-junction
                     break
-            near = occupied[max(row - 1, 0):row + 2, max(col - 1, 0):col + 2]
-            near[near == 0] = ident
+            for near in occupied[max(row - 1, 0):row + 2]:
+                for index in range(max(col - 1, 0), min(col + 2, width)):
+                    if not near[index]:
+                        near[index] = ident
         if len(points) < 4:
             continue
         points = np.array(points)
@@ -765,8 +777,8 @@ def _draw_edge(rng, params: PrintDamageParams, sheet: _Print, area: float) -> No
         for distance, along in ((yy, xx), (height - 1 - yy, xx), (xx, yy), (width - 1 - xx, yy)):
             if rng.random() < 0.6:
                 n = int(along.max()) + 1
-                profile = mean * np.exp(0.45 * _smooth_noise(rng, (1, n), n / 20)[0]
-                                        + 0.35 * _smooth_noise(rng, (1, n), 1.5)[0] - 0.2)
+                profile = mean * np.exp(0.5 * _smooth_noise(rng, (1, n), n / 20)[0]
+                                        + 0.2 * _smooth_noise(rng, (1, n), 2.5)[0] - 0.2)
                 band = np.clip(profile[along.astype(int)] - distance + 0.5, 0, 1)
                 alpha = np.maximum(alpha, band)
     if rng.random() < params.corner_chance:
@@ -850,7 +862,7 @@ def _draw_foxing(rng, params: PrintDamageParams, sheet: _Print, area: float) -> 
             size = np.exp(rng.uniform(np.log(1.5), np.log(9)))
             shape = cv2.GaussianBlur(_blob(rng, size, 0.5), (0, 0), 0.6)
             colour = np.array([0.55, 0.34, 0.18], np.float32) * rng.uniform(0.8, 1.3)
-            placed = _place(sheet, shape * rng.uniform(0.25, 0.7),
+            placed = _place(sheet, shape * rng.uniform(0.35, 0.85),
                             cy + rng.normal(0, spread), cx + rng.normal(0, spread))
             if placed:
                 _paint(sheet, "foxing", placed[0], placed[1], np.minimum(colour, 1))
