@@ -403,9 +403,11 @@ def _make_print(rng, params: PrintDamageParams, rgb: np.ndarray, toning: str) ->
     paper = np.clip(paper, 0.6, 1.0).astype(np.float32)
     shadow = shadow + rng.uniform(*params.fade) * (paper - shadow)
     if toning == "colour":
-        # A faded colour print: dyes lose saturation and take the paper's yellow cast.
+        # A faded colour print: dyes lose saturation and the cyan and yellow dyes fade
+        # first, leaving a warm (red-yellow) cast.
         grey = luma[:, :, None]
         rgb = grey + rng.uniform(0.5, 1.0) * (rgb - grey)
+        rgb = rgb * np.array([1.0, rng.uniform(0.9, 1.0), rng.uniform(0.75, 0.97)], np.float32)
         pixels = shadow + (paper - shadow) * rgb
     else:
         # Sepia toning runs from a brown-black through warm mid-tones to the paper.
@@ -761,9 +763,12 @@ def _flake_outline(rng, size: float, cx: float, cy: float) -> np.ndarray:
     outline = outline @ np.array([[np.cos(turn), np.sin(turn)], [-np.sin(turn), np.cos(turn)]])
     sides = []
     for a, b in zip(outline, np.roll(outline, -1, 0), strict=True):
-        n = max(2, int(np.hypot(*(b - a)) / 1.5))
+        n = max(2, int(np.hypot(*(b - a))))
         t = np.linspace(0, 1, n, endpoint=False)[:, None]
-        sides.append(a + (b - a) * t + rng.normal(0, 0.35, (n, 2)))
+        # Ragged at two scales: small bites out of each side and pixel-scale fraying.
+        normal = np.array([a[1] - b[1], b[0] - a[0]]) / max(float(np.hypot(*(b - a))), 1e-6)
+        bites = np.convolve(rng.normal(0, 0.8, n + 4), np.ones(5) / 2.2, "valid")[:n, None]
+        sides.append(a + (b - a) * t + normal * bites + rng.normal(0, 0.4, (n, 2)))
     return (np.concatenate(sides) + [cx, cy]) * SUPERSAMPLE
 
 
