@@ -267,6 +267,8 @@ class PrintDamageParams(BaseModel):
         "2-D photo is always gray.")
     fade: tuple[float, float] = Field(
         (0.0, 0.2), description="Lost contrast: blacks lifted toward the paper by this share.")
+    uneven_fade: tuple[float, float] = Field(
+        (0.0, 0.3), description="Further fading toward the edges and in broad patches.")
     grain: tuple[float, float] = Field(
         (0.004, 0.025), description="Film grain std (of full scale), strongest in mid-tones.")
     paper_texture: tuple[float, float] = Field(
@@ -415,6 +417,13 @@ def _make_print(rng, params: PrintDamageParams, rgb: np.ndarray, toning: str) ->
         t = luma[:, :, None]
         pixels = np.where(t < 0.5, shadow + (mid - shadow) * 2 * t,
                           mid + (paper - mid) * (2 * t - 1))
+    # Prints fade unevenly: more toward their edges and in broad patches (light, air).
+    yy, xx = np.ogrid[0:height, 0:width]
+    border = np.minimum(np.minimum(yy, height - 1 - yy), np.minimum(xx, width - 1 - xx))
+    edge = np.clip(1 - border / (0.35 * min(height, width)), 0, 1) ** 2
+    patches = np.clip(_smooth_noise(rng, (height, width), max(height, width) / 6), 0, None)
+    faded = rng.uniform(*params.uneven_fade) * np.clip(0.7 * edge + 0.4 * patches, 0, 1)
+    pixels = pixels + (paper - pixels) * faded[:, :, None].astype(np.float32)
     grain = _smooth_noise(rng, (height, width), rng.uniform(0.5, 1.0))
     strength = rng.uniform(*params.grain) * 4 * (luma * (1 - luma) + 0.05)
     pixels = pixels + (grain * strength)[:, :, None]
@@ -537,8 +546,23 @@ def _draw_cracks(rng, params: PrintDamageParams, sheet: _Print, area: float) -> 
                     queue.append((at, heading + rng.choice([-1, 1]) * rng.uniform(0.4, 1.3),
                                   length * rng.uniform(0.15, 0.5), line_width * 0.7,
                                   depth + 1))
+    _relief(rng, sheet, "crack", paths, 0.35)
     alpha, box = _lines(paths, height, width)
     _paint(sheet, "crack", alpha * rng.uniform(0.7, 1.0), box, "paper")
+
+
+def _relief(rng, sheet: _Print, kind: str, paths: list, chance: float) -> None:
+    """With `chance`, a faint shadow beside the cracks in `paths`, all on the side away from
+    the scanner's light: the emulsion's edge lifts along a crack (drawn before the crack,
+    which covers it where they overlap, so the shadow shows on one side)."""
+    if not paths or rng.random() >= chance:
+        return
+    height, width = sheet.label.shape
+    turn = rng.uniform(0, 2 * np.pi)
+    shift = np.array([np.cos(turn), np.sin(turn)]) * rng.uniform(0.8, 1.6)
+    shadow = [(points + shift, line_width, strength) for points, line_width, strength in paths]
+    alpha, box = _lines(shadow, height, width)
+    _paint(sheet, kind, alpha * rng.uniform(0.15, 0.4), box, sheet.paper * 0.1)
 
 
 def _region(rng, params: PrintDamageParams, height: int, width: int) -> np.ndarray:
@@ -583,6 +607,7 @@ def _draw_crackle(rng, params: PrintDamageParams, sheet: _Print, area: float) ->
     for row in ends[rng.random(len(ends)) < chance]:
         paths.append((_jagged_edge(rng, row[:2], row[2:]),
                       line_width * 0.6 * rng.uniform(0.6, 1.3), rng.uniform(0.6, 1.0)))
+    _relief(rng, sheet, "crackle", paths, 0.2)
     alpha, box = _lines(paths, height, width)
     _paint(sheet, "crackle", alpha * rng.uniform(0.8, 1.0), box, "paper")
 
@@ -700,11 +725,18 @@ def _draw_scratch(rng, params: PrintDamageParams, sheet: _Print, area: float) ->
             points = _walk(rng, np.add(start, shift), heading, length, 0.01, 0.05, 3.0)
             paths += _pieces(rng, points, rng.uniform(*params.scratch_width), strength,
                              int(rng.integers(3, 12)), gaps=rng.uniform(0, 0.35))
+    # Short ones from handling: brighter, many of them in patches rubbed one way.
+    patches = [((rng.uniform(0, width), rng.uniform(0, height)), rng.uniform(0, np.pi),
+                rng.uniform(15, 60)) for _ in range(int(rng.integers(1, 4)))]
     for _ in range(_how_many(rng, params.short_scratches, area)):
-        # Short ones from handling: brighter, often a little curved.
-        points = _walk(rng, [rng.uniform(0, width), rng.uniform(0, height)],
-                       rng.uniform(0, 2 * np.pi), rng.uniform(*params.short_length), 0.03,
-                       0.15, 1.5)
+        if rng.random() < 0.5:
+            (cx, cy), heading, spread = patches[rng.integers(len(patches))]
+            start = [cx + rng.normal(0, spread), cy + rng.normal(0, spread)]
+            heading += rng.normal(0, 0.3) + np.pi * rng.integers(2)
+        else:
+            start = [rng.uniform(0, width), rng.uniform(0, height)]
+            heading = rng.uniform(0, 2 * np.pi)
+        points = _walk(rng, start, heading, rng.uniform(*params.short_length), 0.03, 0.15, 1.5)
         paths += _pieces(rng, points, rng.uniform(0.8, 2.2), rng.uniform(0.3, 1.0), 4)
     alpha, box = _lines(paths, height, width)
     _paint(sheet, "scratch", alpha, box, "paper")
@@ -738,15 +770,18 @@ def _place(sheet: _Print, shape: np.ndarray, cy: float, cx: float):
 
 def _draw_flake(rng, params: PrintDamageParams, sheet: _Print, area: float) -> None:
     height, width = sheet.label.shape
-    for _ in range(_how_many(rng, params.flakes, area)):
+    # A badly cracked print loses small pieces along its cracks besides the flakes counted.
+    along = int(rng.uniform(0, 1) * len(sheet.crack_points) / 25)
+    for index in range(_how_many(rng, params.flakes, area) + along):
         # Emulsion flakes off where it is already broken: along cracks and at the edges.
-        if sheet.crack_points and rng.random() < 0.6:
+        if sheet.crack_points and (index < along or rng.random() < 0.6):
             cx, cy = sheet.crack_points[rng.integers(len(sheet.crack_points))]
         elif rng.random() < 0.4:
             cx, cy = rng.choice([0, width]), rng.uniform(0, height)
         else:
             cx, cy = rng.uniform(0, width), rng.uniform(0, height)
         size = np.exp(rng.uniform(*np.log(params.flake_size)))
+        size = min(size, rng.uniform(3, 12)) if index < along else size
         shape, box = outline_coverage(_flake_outline(rng, size, cx, cy), 0, height, width)
         _paint(sheet, "flake", shape * rng.uniform(0.85, 1.0), box, "paper")
 
