@@ -287,7 +287,7 @@ class PrintDamageParams(BaseModel):
     crackle_chance: float = Field(0.35, ge=0, le=1, description="Share of crackled prints.")
     crackle_cover: tuple[float, float] = Field(
         (0.15, 1.0), description="Share of the print the crackled area spans.")
-    crackle_cell: tuple[float, float] = Field((14.0, 50.0), description="Cell size in px.")
+    crackle_cell: tuple[float, float] = Field((10.0, 45.0), description="Cell size in px.")
     crackle_width: tuple[float, float] = Field((1.0, 2.8), description="Line width in px.")
     crackle_keep: tuple[float, float] = Field(
         (0.25, 0.7), description="Share of cell edges that are cracked (networks are open).")
@@ -591,7 +591,7 @@ def _draw_crackle(rng, params: PrintDamageParams, sheet: _Print, area: float) ->
     # Long cracks that branch off each other and end where they meet an older one (the
     # T-junctions of real crackle), then a finer polygonal network between them.
     paths = []
-    for points, generation in _grow_network(rng, region, cell / max(keep, 0.2), height, width):
+    for points, generation in _grow_network(rng, region, cell / keep ** 0.75, height, width):
         paths += _pieces(rng, points, max(0.7, line_width * 0.8 ** generation),
                          rng.uniform(0.6, 1.0), 4, chips=0.08)
         sheet.crack_points.extend(points[::10].tolist())
@@ -635,26 +635,35 @@ def _grow_network(rng, region: np.ndarray, cell: float, height: int, width: int)
             heading, generation = rng.uniform(0, 2 * np.pi), 0
         ident, stop = attempt + 1, rng.uniform(0, 1)
         limit = int(max(height, width) * 1.5)
-        # Small turns that persist a little: fairly straight runs that bend now and then.
-        drift = rng.normal(0, 0.008, limit) + (rng.random(limit) < 0.02) * rng.normal(0, 0.3, limit)
-        points, turn, x, y, heading = [(x, y)], 0.0, float(x), float(y), float(heading)
+        # Tortuous at a few pixels' scale but on course overall: the heading wavers about a
+        # course (mean-reverting, std about 0.1 rad) that changes only at rare kinks.
+        wobble = rng.normal(0, 0.05, limit).tolist()
+        kinks = ((rng.random(limit) < 0.015) * rng.normal(0, 0.4, limit)).tolist()
+        points, waver, x, y, course = [(x, y)], 0.0, float(x), float(y), float(heading)
         # Plain floats and lists in this loop: it runs once per pixel of crack.
-        for step, nudge in enumerate(drift.tolist()):
-            turn = 0.7 * turn + nudge
-            heading += turn
+        for step in range(limit):
+            waver = 0.9 * waver + wobble[step]
+            course += kinks[step]
+            heading = course + waver
             dx, dy = math.cos(heading), math.sin(heading)
             x, y = x + dx, y + dy
             col, row = int(x), int(y)
             if not (0 <= col < width and 0 <= row < height) or region[row][col] < stop:
                 break
             points.append((x, y))
-            # Look two pixels ahead (past this crack's own marks) for an older crack.
-            ahead_x, ahead_y = x + 2 * dx, y + 2 * dy
-            if step > 2 and 0 <= ahead_x < width and 0 <= ahead_y < height:
-                mark = occupied[int(ahead_y)][int(ahead_x)]
-                if mark and mark != ident:
-                    points.append((ahead_x, ahead_y))  # run into it: the T-junction
-                    break
+            # Look ahead (past this crack's own marks) for an older crack: run into it, the
+            # T-junction.
+            met = False
+            for reach in (1.5, 2.5):
+                ahead_x, ahead_y = x + reach * dx, y + reach * dy
+                if step > 2 and 0 <= ahead_x < width and 0 <= ahead_y < height:
+                    mark = occupied[int(ahead_y)][int(ahead_x)]
+                    if mark and mark != ident:
+                        points.append((ahead_x, ahead_y))
+                        met = True
+                        break
+            if met:
+                break
             for near in occupied[max(row - 1, 0):row + 2]:
                 for index in range(max(col - 1, 0), min(col + 2, width)):
                     if not near[index]:
@@ -667,7 +676,7 @@ def _grow_network(rng, region: np.ndarray, cell: float, height: int, width: int)
         cracks.append((points, generation))
         spacing = max(3, int(cell / 3))
         for index in range(spacing, len(points) - spacing, spacing):
-            dx, dy = points[index + 1] - points[index - 1]
+            dx, dy = points[index + 2] - points[index - 2]
             anchors.append((*points[index], float(np.arctan2(dy, dx)), generation))
     return cracks
 
