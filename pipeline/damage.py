@@ -263,8 +263,9 @@ class PrintDamageParams(BaseModel):
 
     # The print look, applied to the whole photo.
     tonings: tuple[float, float, float] = Field(
-        (0.35, 0.4, 0.25), description="Weights of gray, sepia and (faded) colour prints; a "
-        "2-D photo is always gray.")
+        (0.35, 0.4, 0.25), description="Weights of gray, sepia and (faded) colour prints: old "
+        "prints are mostly monochrome, often toned (all four real ones are warm); a 2-D photo "
+        "is always gray.")
     fade: tuple[float, float] = Field(
         (0.0, 0.2), description="Lost contrast: blacks lifted toward the paper by this share.")
     uneven_fade: tuple[float, float] = Field(
@@ -276,7 +277,9 @@ class PrintDamageParams(BaseModel):
     blur_sigma: tuple[float, float] = Field(
         (0.3, 0.7), description="Scanner blur (Gaussian std, px), on print and damage alike.")
     scan_noise: tuple[float, float] = Field((0.0, 0.008), description="Scanner noise std.")
-    jpeg_chance: float = Field(0.7, ge=0, le=1, description="Share of scans saved as JPEG.")
+    jpeg_chance: float = Field(
+        0.7, ge=0, le=1, description="Share of scans saved as JPEG (most archive and web "
+        "scans are; the rest stay lossless).")
     jpeg_quality: tuple[int, int] = Field((55, 95), description="JPEG quality (8-bit only).")
     # Cracks: long branching breaks of the emulsion, paper showing through.
     cracks: tuple[int, int] = Field((0, 4), description="Cracks per 0.25 MP.")
@@ -287,10 +290,13 @@ class PrintDamageParams(BaseModel):
     crackle_chance: float = Field(0.35, ge=0, le=1, description="Share of crackled prints.")
     crackle_cover: tuple[float, float] = Field(
         (0.15, 1.0), description="Share of the print the crackled area spans.")
-    crackle_cell: tuple[float, float] = Field((10.0, 45.0), description="Cell size in px.")
+    crackle_cell: tuple[float, float] = Field(
+        (10.0, 45.0), description="Cell size in px of the fine network; the grown cracks are "
+        "spaced this over crackle_keep^0.75 (10-45 px cells, as on the real crackled prints).")
     crackle_width: tuple[float, float] = Field((1.0, 2.8), description="Line width in px.")
     crackle_keep: tuple[float, float] = Field(
-        (0.25, 0.7), description="Share of cell edges that are cracked (networks are open).")
+        (0.25, 0.7), description="How cracked: the share of fine cell edges that crack "
+        "(real networks are open, not every cell closed), and denser grown cracks.")
     # Scratches: long faint ones that run straight across the picture and break and resume,
     # and short bright ones (handling, abrasion).
     scratches: tuple[int, int] = Field((0, 4), description="Long scratches per 0.25 MP.")
@@ -353,13 +359,14 @@ def add_print_damage(photo: np.ndarray, seed: int = 0,
     if unknown:
         raise ValueError(f"unknown damage kind {sorted(unknown)[0]!r}; choose from "
                          f"{', '.join(PRINT_KINDS)}")
-    if photo.dtype not in (np.uint8, np.uint16) or photo.ndim not in (2, 3):
+    if (photo.dtype not in (np.uint8, np.uint16) or photo.ndim not in (2, 3)
+            or (photo.ndim == 3 and photo.shape[2] != 3)):
         raise ValueError(f"expected an HxW or HxWx3 uint8/uint16 photo, got {photo.dtype} "
                          f"{photo.shape}")
     rng = np.random.default_rng(seed)
     scale = 65535.0 if photo.dtype == np.uint16 else 255.0
     rgb = photo.astype(np.float32) / scale
-    rgb = np.dstack([rgb] * 3) if rgb.ndim == 2 else rgb[:, :, :3]
+    rgb = np.dstack([rgb] * 3) if rgb.ndim == 2 else rgb
     toning = "gray" if photo.ndim == 2 else TONINGS[rng.choice(3, p=_weights(params.tonings))]
     sheet = _make_print(rng, params, rgb, toning)
     clean = sheet.pixels.copy()

@@ -160,3 +160,5 @@ def test_print_damage_refuses_unknown_kinds_and_odd_arrays():
         add_print_damage(photo, kinds=("mould",))
     with pytest.raises(ValueError, match="uint8/uint16"):
         add_print_damage(photo.astype(np.float32))
+    with pytest.raises(ValueError, match="HxWx3"):
+        add_print_damage(np.dstack([photo, photo[..., :1]]))
