@@ -518,9 +518,15 @@ def _pieces(rng, points: np.ndarray, width: float, strength: float, chunk: int,
         t = begin / max(n - 1, 1)
         taper = min(1.0, 6 * t, 6 * (1 - t)) * 0.6 + 0.4
         factor = float(np.clip(1 + 0.35 * np.sin(wobble[index]), 0.4, 1.4))
-        if chips and rng.random() < chips:
-            factor *= rng.uniform(1.3, 1.9)
-        paths.append((points[begin:begin + chunk + 1], max(0.5, width * taper * factor),
+        piece = points[begin:begin + chunk + 1]
+        if chips and rng.random() < chips and len(piece) > 1:
+            # The chip is on one side: widen the piece and move it over by the extra width.
+            wider = rng.uniform(1.3, 1.9)
+            along = piece[-1] - piece[0]
+            side = np.array([-along[1], along[0]]) / max(float(np.hypot(*along)), 1e-6)
+            piece = piece + side * rng.choice([-1, 1]) * (wider - 1) * width * factor / 2
+            factor *= wider
+        paths.append((piece, max(0.5, width * taper * factor),
                       float(np.clip(strength * (0.75 + 0.25 * factor), 0.05, 1))))
     return paths
 
@@ -597,10 +603,15 @@ def _draw_crackle(rng, params: PrintDamageParams, sheet: _Print, area: float) ->
     cell = rng.uniform(*params.crackle_cell)
     # Long cracks that branch off each other and end where they meet an older one (the
     # T-junctions of real crackle), then a finer polygonal network between them.
+    # Where the emulsion has lifted (broad patches), its cracks open into wider, chipped bands.
+    lifted = np.clip(_smooth_noise(rng, (height, width), max(height, width) / 5), 0, None)
+    lift = rng.uniform(0, 0.8)
     paths = []
     for points, generation in _grow_network(rng, region, cell / keep ** 0.75, height, width):
-        paths += _pieces(rng, points, max(0.7, line_width * 0.8 ** generation),
-                         rng.uniform(0.6, 1.0), 4, chips=0.08)
+        x, y = points[len(points) // 2].astype(int)
+        opened = lift * min(1.0, lifted[min(max(y, 0), height - 1), min(max(x, 0), width - 1)])
+        paths += _pieces(rng, points, max(0.7, line_width * 0.8 ** generation * (1 + opened)),
+                         rng.uniform(0.6, 1.0), 4, chips=0.08 + 0.1 * opened)
         sheet.crack_points.extend(points[::10].tolist())
     size, share = max(cell * 0.5, 8.0), keep * 0.1
     ends = _voronoi_edges(rng, height, width, size)
@@ -635,6 +646,9 @@ def _grow_network(rng, region: np.ndarray, cell: float, height: int, width: int)
             x, y, heading, generation = anchors[rng.integers(len(anchors))]
             heading += rng.choice([-1, 1]) * (np.pi / 2 + rng.normal(0, 0.3))
             generation += 1
+            # No new crack where the cells are already small: real networks are fairly even.
+            if _crack_within(occupied, x, y, heading, cell / 2, height, width):
+                continue
         else:
             y, x = rng.uniform(0, height), rng.uniform(0, width)
             if rng.random() > region[int(y)][int(x)]:
@@ -643,8 +657,8 @@ def _grow_network(rng, region: np.ndarray, cell: float, height: int, width: int)
         ident, stop = attempt + 1, rng.uniform(0, 1)
         limit = int(max(height, width) * 1.5)
         # Tortuous at a few pixels' scale but on course overall: the heading wavers about a
-        # course (mean-reverting, std about 0.1 rad) that changes only at rare kinks.
-        wobble = rng.normal(0, 0.05, limit).tolist()
+        # course (mean-reverting, std about 0.2 rad) that changes only at rare kinks.
+        wobble = rng.normal(0, 0.08, limit).tolist()
         kinks = ((rng.random(limit) < 0.015) * rng.normal(0, 0.4, limit)).tolist()
         points, waver, x, y, course = [(x, y)], 0.0, float(x), float(y), float(heading)
         # Plain floats and lists in this loop: it runs once per pixel of crack.
@@ -686,6 +700,19 @@ def _grow_network(rng, region: np.ndarray, cell: float, height: int, width: int)
             dx, dy = points[index + 2] - points[index - 2]
             anchors.append((*points[index], float(np.arctan2(dy, dx)), generation))
     return cracks
+
+
+def _crack_within(occupied: list, x: float, y: float, heading: float, reach: float,
+                  height: int, width: int) -> bool:
+    """Whether a crack lies within `reach` px from (x, y) along `heading` (past its own)."""
+    dx, dy = math.cos(heading), math.sin(heading)
+    for distance in range(3, int(reach) + 1, 2):
+        col, row = int(x + distance * dx), int(y + distance * dy)
+        if not (0 <= col < width and 0 <= row < height):
+            return False
+        if occupied[row][col]:
+            return True
+    return False
 
 
 def _voronoi_edges(rng, height: int, width: int, cell: float) -> np.ndarray:
