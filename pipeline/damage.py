@@ -243,6 +243,8 @@ def mask_scores(predicted: np.ndarray, true: np.ndarray, tolerance: int = 2) -> 
 PRINT_KINDS = {**KINDS, "crack": 4, "crackle": 5, "flake": 6, "edge": 7, "crease": 8,
                "blotch": 9, "foxing": 10}
 TONINGS = ("gray", "sepia", "colour")
+# Step of a growing crack in px: under 2, so that the marks of its steps join into a band.
+STEP = 1.5
 
 
 class PrintDamageParams(BaseModel):
@@ -655,47 +657,46 @@ def _grow_network(rng, region: np.ndarray, cell: float, height: int, width: int)
                 continue
             heading, generation = rng.uniform(0, 2 * np.pi), 0
         ident, stop = attempt + 1, rng.uniform(0, 1)
-        limit = int(max(height, width) * 1.5)
+        limit = max(height, width)  # steps of STEP px: one and a half times the long side
         # Tortuous at a few pixels' scale but on course overall: the heading wavers about a
         # course (mean-reverting, std about 0.2 rad) that changes only at rare kinks.
-        wobble = rng.normal(0, 0.08, limit).tolist()
-        kinks = ((rng.random(limit) < 0.015) * rng.normal(0, 0.4, limit)).tolist()
+        wobble = rng.normal(0, 0.09, limit).tolist()
+        kinks = ((rng.random(limit) < 0.022) * rng.normal(0, 0.4, limit)).tolist()
         points, waver, x, y, course = [(x, y)], 0.0, float(x), float(y), float(heading)
-        # Plain floats and lists in this loop: it runs once per pixel of crack.
+        # Plain floats and lists in this loop: it runs once per step of every crack.
         for step in range(limit):
-            waver = 0.9 * waver + wobble[step]
+            waver = 0.86 * waver + wobble[step]
             course += kinks[step]
             heading = course + waver
             dx, dy = math.cos(heading), math.sin(heading)
-            x, y = x + dx, y + dy
+            x, y = x + STEP * dx, y + STEP * dy
             col, row = int(x), int(y)
             if not (0 <= col < width and 0 <= row < height) or region[row][col] < stop:
                 break
             points.append((x, y))
-            # Look ahead (past this crack's own marks) for an older crack: run into it, the
-            # T-junction.
-            met = False
-            for reach in (1.5, 2.5):
-                ahead_x, ahead_y = x + reach * dx, y + reach * dy
-                if step > 2 and 0 <= ahead_x < width and 0 <= ahead_y < height:
-                    mark = occupied[int(ahead_y)][int(ahead_x)]
-                    if mark and mark != ident:
-                        points.append((ahead_x, ahead_y))
-                        met = True
-                        break
-            if met:
-                break
-            for near in occupied[max(row - 1, 0):row + 2]:
-                for index in range(max(col - 1, 0), min(col + 2, width)):
-                    if not near[index]:
-                        near[index] = ident
+            # Look 2 px ahead (past this crack's own marks) for an older crack, and run
+            # into it: the T-junction.
+            ahead_x, ahead_y = x + 2 * dx, y + 2 * dy
+            if step > 1 and 0 <= ahead_x < width and 0 <= ahead_y < height:
+                mark = occupied[int(ahead_y)][int(ahead_x)]
+                if mark and mark != ident:
+                    points.append((ahead_x, ahead_y))
+                    break
+            # Mark a plus around the step (others' marks kept): a band no crack slips through.
+            line = occupied[row]
+            for index in (col - 1, col, col + 1):
+                if 0 <= index < width and not line[index]:
+                    line[index] = ident
+            for other in (row - 1, row + 1):
+                if 0 <= other < height and not occupied[other][col]:
+                    occupied[other][col] = ident
         if len(points) < 4:
             continue
         points = np.array(points)
         points[1:-1] += rng.normal(0, 0.3, (len(points) - 2, 2))  # jagged at the pixel scale
-        total += len(points)
+        total += len(points) * STEP
         cracks.append((points, generation))
-        spacing = max(3, int(cell / 3))
+        spacing = max(3, int(cell / 3 / STEP))
         for index in range(spacing, len(points) - spacing, spacing):
             dx, dy = points[index + 2] - points[index - 2]
             anchors.append((*points[index], float(np.arctan2(dy, dx)), generation))
