@@ -295,7 +295,7 @@ class PrintDamageParams(BaseModel):
     crackle_cell: tuple[float, float] = Field(
         (10.0, 45.0), description="Cell size in px of the fine network; the grown cracks are "
         "spaced this over crackle_keep^0.75 (10-45 px cells, as on the real crackled prints).")
-    crackle_width: tuple[float, float] = Field((1.0, 2.8), description="Line width in px.")
+    crackle_width: tuple[float, float] = Field((0.9, 2.4), description="Line width in px.")
     crackle_keep: tuple[float, float] = Field(
         (0.25, 0.7), description="How cracked: the share of fine cell edges that crack "
         "(real networks are open, not every cell closed), and denser grown cracks.")
@@ -607,7 +607,7 @@ def _draw_crackle(rng, params: PrintDamageParams, sheet: _Print, area: float) ->
     # T-junctions of real crackle), then a finer polygonal network between them.
     # Where the emulsion has lifted (broad patches), its cracks open into wider, chipped bands.
     lifted = np.clip(_smooth_noise(rng, (height, width), max(height, width) / 5), 0, None)
-    lift = rng.uniform(0, 0.8)
+    lift = rng.uniform(0, 0.6)
     paths = []
     for points, generation in _grow_network(rng, region, cell / keep ** 0.75, height, width):
         x, y = points[len(points) // 2].astype(int)
