@@ -510,7 +510,8 @@ def _pieces(rng, points: np.ndarray, width: float, strength: float, chunk: int,
             gaps: float = 0.0, chips: float = 0.0) -> list:
     """Split a path into pieces of `chunk` points whose width and strength vary smoothly
     along it (and taper at its ends); with `gaps`, that share of it is missing; with
-    `chips`, that share of pieces is half again as wide (a crack's edge chipped off)."""
+    `chips`, that share of pieces is 1.3-1.9 times as wide, bulging to one side (a crack's
+    edge chipped off)."""
     paths = []
     n = len(points)
     wobble = np.cumsum(rng.normal(0, 0.3, n // chunk + 2))
