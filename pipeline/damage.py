@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from scipy.spatial import Voronoi
 
 # Label values of `Damage.kinds` (0 = undamaged).
@@ -328,6 +328,16 @@ class PrintDamageParams(BaseModel):
     foxing_chance: float = Field(0.2, ge=0, le=1, description="Share of prints with foxing.")
     foxing_spots: tuple[int, int] = Field((4, 30), description="Brown spots per cluster.")
     hairs: tuple[int, int] = Field((0, 1), description="Hairs per 0.25 MP.")
+
+    @model_validator(mode="after")
+    def _ranges_are_ordered(self) -> PrintDamageParams:
+        for name, value in self:
+            if name != "tonings" and isinstance(value, tuple) and not 0 <= value[0] <= value[1]:
+                raise ValueError(f"{name} must be (min, max) with 0 <= min <= max, got {value}")
+        if min(self.tonings) < 0 or sum(self.tonings) <= 0:
+            raise ValueError(f"tonings must be weights >= 0 with a positive sum, got "
+                             f"{self.tonings}")
+        return self
 
 
 @dataclass

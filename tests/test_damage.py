@@ -154,6 +154,13 @@ def test_print_damage_leaves_the_photo_alone_and_keeps_sixteen_bits():
     assert deep.image.dtype == np.uint16 and deep.mask.any()
 
 
+def test_print_damage_params_refuse_reversed_ranges():
+    with pytest.raises(ValueError, match="cracks must be"):
+        PrintDamageParams(cracks=(4, 1))
+    with pytest.raises(ValueError, match="tonings must be"):
+        PrintDamageParams(tonings=(0.0, 0.0, 0.0))
+
+
 def test_print_damage_refuses_unknown_kinds_and_odd_arrays():
     photo = small_photo("coffee", 64)
     with pytest.raises(ValueError, match="unknown damage kind 'mould'"):
