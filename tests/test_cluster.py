@@ -49,7 +49,13 @@ def stop_process_group(group: int) -> None:
             os.killpg(group, sig)
         except ProcessLookupError:
             return
-        time.sleep(grace)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:  # the group is gone once its last member is
+            try:
+                os.killpg(group, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.1)
 
 
 class Head:
@@ -93,13 +99,34 @@ class Head:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def client_env(head: Head) -> dict[str, str]:
+    """A user's environment with the head's token file: no RAY_ or AWS_ variables."""
+    env = {name: value for name, value in os.environ.items()
+           if not name.startswith(("RAY_", "AWS_"))}
+    env["RAY_AUTH_TOKEN_PATH"] = str(head.token_path)
+    return env
+
+
 @pytest.fixture(scope="module")
-def ray_head(s3_server):
+def ray_head(s3_server, tmp_path_factory):
+    """One head for the module. An `inpaint submit` is started before it, as right after
+    `ray start` in a script: test_submit_right_after_ray_start_waits_for_the_head reads
+    what it did, and no second head has to start and stop for that test."""
     head = Head(s3_server)
+    folder = tmp_path_factory.mktemp("early")
+    early = subprocess.Popen(
+        ["inpaint", "submit", str(quick_spec(folder, "early")), "--address", head.address,
+         "--wait-for-cluster", "240"],
+        env=client_env(head), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
     try:
+        first = early.stderr.readline()  # submitted before the head exists: it waits
         head.start()
-        yield {"address": head.address, "token_path": head.token_path, "token": head.token}
+        yield {"address": head.address, "token_path": head.token_path, "token": head.token,
+               "early": early, "early_first_line": first, "env": client_env(head)}
     finally:
+        early.kill()  # a no-op once the test has read it to the end
+        early.wait(timeout=30)
         head.stop()
 
 
@@ -266,30 +293,17 @@ def test_a_retry_after_a_submission_that_reached_the_cluster_starts_nothing_new(
 
 @pytest.mark.slow
 @pytest.mark.cluster
-def test_submit_right_after_ray_start_waits_for_the_head(s3_server, tmp_path):
-    head = Head(s3_server)
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("RAY_", "AWS_"))}
-    env["RAY_AUTH_TOKEN_PATH"] = str(head.token_path)
-    submit = subprocess.Popen(
-        ["inpaint", "submit", str(quick_spec(tmp_path, "early")), "--address", head.address,
-         "--wait-for-cluster", "240"],
-        env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        first = submit.stderr.readline()  # submitted before the head exists: it waits
-        assert "is not ready (connection refused); waiting for it" in first, first
-        head.start()
-        stdout, stderr = submit.communicate(timeout=240)
-        assert submit.returncode == 0, first + stderr
-        job_id = stdout.splitlines()[0]
-        assert f"submitted {job_id}" in stderr
-        status = subprocess.run(["inpaint", "status", job_id, "--address", head.address],
-                                env=env, capture_output=True, text=True, timeout=120)
-        assert status.returncode == 0, status.stderr
-        assert f"submitted with: inpaint {cluster.versions()['inpaint']}" in status.stdout
-    finally:
-        submit.kill()
-        head.stop()
+def test_submit_right_after_ray_start_waits_for_the_head(ray_head):
+    submit, first = ray_head["early"], ray_head["early_first_line"]  # see the fixture
+    assert "is not ready (connection refused); waiting for it" in first, first
+    stdout, stderr = submit.communicate(timeout=240)
+    assert submit.returncode == 0, first + stderr
+    job_id = stdout.splitlines()[0]
+    assert f"submitted {job_id}" in stderr
+    status = subprocess.run(["inpaint", "status", job_id, "--address", ray_head["address"]],
+                            env=ray_head["env"], capture_output=True, text=True, timeout=120)
+    assert status.returncode == 0, status.stderr
+    assert f"submitted with: inpaint {cluster.versions()['inpaint']}" in status.stdout
 
 
 def test_unreachable_cluster_says_how_to_reach_one(monkeypatch):

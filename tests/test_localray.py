@@ -12,9 +12,11 @@ import json
 import os
 import pty
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -153,8 +155,8 @@ def start_a_command(*args: str, **options) -> subprocess.Popen:
                             **options)
 
 
-def record_of(pid: int) -> dict:
-    path = localray.RECORDS / f"{pid}.json"
+def record_of(pid: int, records: Path = localray.RECORDS) -> dict:
+    path = records / f"{pid}.json"
     return json.loads(wait_for(lambda: path.exists() and path.read_text(), f"{path}"))
 
 
@@ -162,35 +164,48 @@ def alive(processes: list[list]) -> list[int]:
     return [pid for pid, created in processes if localray._same_process(pid, created)]
 
 
+@pytest.fixture
+def own_temp():
+    """A temp folder of this test's commands alone (TMPDIR; short, for Ray's sockets): their
+    records and Ray sessions go there, so no other command on the machine that starts a Ray
+    (a parallel test worker, another user's run) reaps the killed one's processes first."""
+    folder = Path(tempfile.mkdtemp(prefix="rk-", dir="/tmp"))
+    yield {"env": os.environ | {"TMPDIR": str(folder)}, "records": folder / localray.RECORDS.name}
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.mark.slow
-def test_a_killed_command_leaves_nothing_of_its_ray_once_the_next_one_starts(tmp_path):
+def test_a_killed_command_leaves_nothing_of_its_ray_once_the_next_one_starts(tmp_path,
+                                                                              own_temp):
     images, masks = slow_archive(tmp_path, 12)
+    env, records = own_temp["env"], own_temp["records"]
     killed = subprocess.Popen(
         ["inpaint", "run", str(images), "--masks", str(masks), "--out", str(tmp_path / "out"),
          "--method", "telea", "--param", "radius=20", "--workers", "2", "--batch-size", "1"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     # Another command, still running: its Ray is its own and must be left alone.
     running = start_a_command(
         "from pipeline import localray; import sys; localray.start(num_cpus=1, "
-        "include_dashboard=False); print('up', flush=True); sys.stdin.read(); localray.stop()")
+        "include_dashboard=False); print('up', flush=True); sys.stdin.read(); localray.stop()",
+        env=env)
     try:
         wait_for(lambda: restorers(psutil.Process(killed.pid)), "a restoring actor")
-        record = record_of(killed.pid)
+        record = record_of(killed.pid, records)
         killed.send_signal(signal.SIGKILL)
         killed.wait()
         assert running.stdout.readline().strip() == "up"
-        bystander = record_of(running.pid)["processes"]
+        bystander = record_of(running.pid, records)["processes"]
         # Ray's agents outlive a killed driver: the record is what finds them.
         assert alive(record["processes"]), "nothing outlived the driver: nothing to prove"
 
         following = start_a_command(
             "from pipeline import localray; localray.start(num_cpus=1, "
-            "include_dashboard=False); localray.stop()")
+            "include_dashboard=False); localray.stop()", env=env)
         following.communicate(timeout=300)
         assert following.returncode == 0
 
         assert alive(record["processes"]) == []
-        assert not (localray.RECORDS / f"{killed.pid}.json").exists()
+        assert not (records / f"{killed.pid}.json").exists()
         assert sorted(alive(bystander)) == sorted(pid for pid, _ in bystander)
     finally:
         running.communicate(input="", timeout=300)

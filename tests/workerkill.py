@@ -17,9 +17,18 @@ from pipeline.settings import RunSettings
 
 
 def actor_processes(actor_class: str) -> list[psutil.Process]:
-    """Live processes of Ray actors of `actor_class` (Ray names them `ray::CLASS...`)."""
-    return [process for process in psutil.process_iter(["cmdline"])
-            if f"ray::{actor_class}" in " ".join(process.info["cmdline"] or [])]
+    """Live processes of this test's Ray actors of `actor_class` (Ray names them
+    `ray::CLASS...`): descendants of this process only, since the local Ray's raylet is a
+    child of its driver, so another run on the machine (a parallel test worker, another
+    user's tests) never loses an actor and never stands in for ours."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            if f"ray::{actor_class}" in " ".join(process.cmdline()):
+                found.append(process)
+        except psutil.Error:  # exited while we looked
+            pass
+    return found
 
 
 def run_killing_a_worker(settings: RunSettings, actor_class: str, out: Path,
