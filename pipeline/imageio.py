@@ -87,8 +87,10 @@ def open_checked(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def decode(data: bytes, max_pixels: int) -> Photo:
-    image = open_checked(data, max_pixels)
+def decode(data: bytes, max_pixels: int, opened: Image.Image | None = None) -> Photo:
+    """The photo in `data`; `opened` is `open_checked(data, max_pixels)` where the caller
+    has it already (it looked at the size first)."""
+    image = opened if opened is not None else open_checked(data, max_pixels)
     deep = is_deep_colour(image)  # before anything loads the pixels and drops the tiles
     orientation = _orientation(image)
     image_format = FORMAT_ALIASES.get(image.format, image.format) or "PNG"

@@ -3,6 +3,8 @@
 `Restorer` is the Ray actor class `pipeline.runner` starts on each worker (the method is
 loaded once per actor); it restores a batch of items, which it fills together
 (`restore_batch`); `restore_item` is the same work for one item, callable from a plain loop.
+Reads run ahead of the fill and writes behind it on the actor's I/O threads
+(`pipeline.stages`), so storage waits overlap the fill.
 """
 
 from __future__ import annotations
@@ -13,19 +15,30 @@ import posixpath
 import re
 import socket
 import sys
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any
+
+import numpy as np
 
 from pipeline import autodetect, imageio, manifest, storage
 from pipeline.discover import Item
 from pipeline.masks import MaskError, decode_mask, hole_fraction
 from pipeline.methods import Method, NothingToConditionOn, Result, load_method
 from pipeline.settings import RunSettings
+from pipeline.stages import Stages
 
-# Decoded pixels a worker holds at once to fill several photos together: past it, the
-# photos gathered so far are filled and written before the next is read.
+# Decoded pixels gathered to fill several photos together: past it, the photos gathered so
+# far are filled. An actor holds at most HELD_GROUPS times as many decoded pixels across its
+# batches (one group being filled, the next read ahead, the last written behind), or one
+# bigger photo alone.
 GROUP_PIXELS = 16_000_000
+HELD_GROUPS = 2
+# Photo sizes whose `--mask` an actor keeps resized (one mask for every photo).
+SHARED_MASK_SIZES = 8
 # An object's repr inside a library's message, e.g. Pillow's "cannot identify image file
 # <_io.BytesIO object at 0x7ff6...>".
 _OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
@@ -97,6 +110,8 @@ class Context:
         # The first write the output location refused: after it this actor attempts nothing,
         # since every later write would fail the same way.
         self.refused: storage.WriteRefused | None = None
+        self.stages = Stages()
+        self.shared_mask = SharedMask(settings)
 
 
 def output_uri_for(settings: RunSettings, relative_path: str) -> str:
@@ -115,39 +130,75 @@ def restore_batch(items: list[Item], context: Context) -> list[dict[str, Any]]:
     """Process a Ray batch: read and prepare items, fill them together (the method shares
     work across them, e.g. crops in one GPU pass), write each; one row per item.
 
-    Items are held decoded only up to `GROUP_PIXELS` at a time, so a batch of big scans
-    costs the memory of one. An item's `seconds` is its own reading, decoding and writing
-    plus an equal share of its group's fill.
+    Files are read ahead on the actor's read threads and written behind on its write
+    threads (`pipeline.stages`); the rows come back once every output is written. Photos
+    are gathered up to `GROUP_PIXELS` per fill, and the actor's decoded pixels stay under
+    `HELD_GROUPS` groups' worth (one bigger photo is let in alone), so a batch of big scans
+    costs the memory of one; reads never wait for the budget (decoding does), so a batch
+    that waits for its next read while holding a group blocks no other. An item's
+    `seconds` is its own reading, decoding and writing plus an equal share of its group's
+    fill.
     """
-    jobs, group, pixels = [], [], 0
-    for item in items:
-        job = Job(item, context)
+    stages = context.stages
+    jobs, group, writes = [], [], []
+
+    def fill() -> None:
+        writes.extend(_fill_and_write(group, context))
+        group.clear()
+
+    read = (lambda item: None) if context.settings.task == "detect" else _fetch_for(context)
+    for item, fetched in stages.read_ahead(items, read, GROUP_PIXELS):
+        job = Job(item, context, fetched, fill)
         jobs.append(job)
         if job.ready:
             group.append(job)
-            pixels += job.photo.width * job.photo.height
-        if pixels >= GROUP_PIXELS:
-            _fill_and_write(group, context)
-            group, pixels = [], 0
-    _fill_and_write(group, context)
+        if sum(job.held for job in group) >= GROUP_PIXELS:
+            fill()
+    fill()
+    for write in writes:
+        write.result()  # each write ends in its row; this waits for them
     return [job.row for job in jobs]
 
 
-def _fill_and_write(group: list[Job], context: Context) -> None:
+def _fill_and_write(group: list[Job], context: Context) -> list:
+    """Fill a group under the actor's fill lock; its writes go to the write threads."""
     if not group:
-        return
+        return []
+    writes = context.stages.writes
     if context.refused is not None:  # nothing can be written: do not fill either
-        for job in group:
-            job.finish(context.refused, 0.0)
-        return
-    clock = time.perf_counter()
-    try:
-        outcomes = context.method.call_many([(job.photo.pixels, job.mask) for job in group])
-    except Exception as error:  # call_many reports per photo; this is a method's own bug
-        outcomes = [error] * len(group)
-    share = (time.perf_counter() - clock) / len(group)
-    for job, outcome in zip(group, outcomes, strict=True):
-        job.finish(outcome, share)
+        return [writes.submit(job.finish, context.refused, 0.0) for job in group]
+    with context.stages.fill_lock:
+        clock = time.perf_counter()
+        try:
+            outcomes = context.method.call_many([(job.photo.pixels, job.mask)
+                                                 for job in group])
+        except Exception as error:  # call_many reports per photo; this is a method's own bug
+            outcomes = [error] * len(group)
+        share = (time.perf_counter() - clock) / len(group)
+    return [writes.submit(job.finish, outcome, share)
+            for job, outcome in zip(group, outcomes, strict=True)]
+
+
+def _fetch_for(context: Context):
+    """What the read threads do for an item: its image's bytes and its mask's (a
+    dataset's row carries both; `--mask` is read once per actor, by `SharedMask`)."""
+    settings = context.settings
+
+    def fetch(item: Item) -> tuple[bytes, bytes | Exception | None]:
+        if item.problem or context.refused is not None:  # nothing to read, or to write
+            return b"", None
+        image = item.image_bytes
+        if image is None:
+            image = storage.read_uri(item.image_uri, settings.storage_options)
+        if (item.mask_uri is None and settings.masks == "auto") or context.shared_mask.serves(
+                item):
+            return image, None
+        try:
+            return image, _read_mask(item, settings)
+        except Exception as error:  # raised when the item gets to its mask, after decoding
+            return image, error
+
+    return fetch
 
 
 def base_row(item: Item, context: Context) -> dict[str, Any]:
@@ -169,15 +220,20 @@ def base_row(item: Item, context: Context) -> dict[str, Any]:
 
 
 class Job:
-    """One item's way through a batch: prepared on creation (read, decode, mask), finished
-    with the method's outcome (encode, write). Every error ends up in `row`."""
+    """One item's way through a batch: prepared on creation (its bytes, read ahead, are
+    decoded with its mask), finished with the method's outcome (encode, write) on a write
+    thread. Every error ends up in `row`. `held`: the actor's budget pixels it holds, from
+    its decoding until it is finished; `make_room` fills the batch's group when the budget
+    is full, so that the pixels this job waits for are not its own batch's."""
 
-    def __init__(self, item: Item, context: Context):
+    def __init__(self, item: Item, context: Context, fetched: Future | None = None,
+                 make_room: Callable[[], None] = lambda: None):
         self.context = context
         self.seconds = 0.0
         self.ready = False
+        self.held = 0
         self.row = base_row(item, context)
-        self._timed(self._prepare, item)
+        self._timed(self._prepare, item, fetched, make_room)
         if not self.ready:
             self._close()
 
@@ -211,36 +267,52 @@ class Job:
         self.seconds += time.perf_counter() - clock
 
     def _close(self) -> None:
+        self.context.stages.budget.release(self.held)
+        self.held = 0
         self.row["seconds"] = self.seconds
         self.row["finished_at"] = datetime.now(UTC)
 
-    def _prepare(self, item: Item) -> None:
-        settings = self.context.settings
+    def _prepare(self, item: Item, fetched: Future | None,
+                 make_room: Callable[[], None]) -> None:
+        settings, stages = self.context.settings, self.context.stages
         if item.problem:
             raise MaskError(item.problem)
         if settings.task == "detect":
-            self.row |= autodetect.detect_item(item, settings, self.context.device)
+            with stages.fill_lock:  # the detector's device is sized for one, as a fill's
+                self.row |= autodetect.detect_item(item, settings, self.context.device)
             return
-        image_bytes = item.image_bytes  # a dataset's row carries its bytes
-        if image_bytes is None:
-            image_bytes = storage.read_uri(item.image_uri, settings.storage_options)
-        photo = imageio.decode(image_bytes, settings.max_pixels)
+        image_bytes, read_mask = (fetched.result() if fetched is not None
+                                  else _fetch_for(self.context)(item))
+        opened = imageio.open_checked(image_bytes, settings.max_pixels)
+        pixels = opened.width * opened.height
+        if not stages.budget.try_acquire(pixels, HELD_GROUPS * GROUP_PIXELS):
+            make_room()
+            stages.budget.acquire(pixels, HELD_GROUPS * GROUP_PIXELS)
+        self.held = stages.item_pixels = pixels
+        photo = imageio.decode(image_bytes, settings.max_pixels, opened)
         imageio.check_writable(photo, settings.output_format)  # a GIF without --format
         found: dict[str, Any] = {}
         if item.mask_uri is None and settings.masks == "auto":
-            mask, found = autodetect.auto_mask(item, photo, image_bytes, settings,
-                                               self.context.device)
+            with stages.fill_lock:
+                mask, found = autodetect.auto_mask(item, photo, image_bytes, settings,
+                                                   self.context.device)
             mask_bytes = b""
+        elif self.context.shared_mask.serves(item):
+            mask_bytes, mask = self.context.shared_mask.for_photo(photo)
         else:
-            mask_bytes = _read_mask(item, settings)
+            if isinstance(read_mask, Exception):
+                raise read_mask
+            mask_bytes = read_mask
             # One mask for every photo (--mask, the watermark case) is resized to each.
             resize = settings.resize_masks or settings.mask is not None
             mask = decode_mask(mask_bytes, (photo.height, photo.width), settings.invert_mask,
                                resize, settings.max_pixels)
             if settings.masks == "auto":  # a hand mask won over detection
                 found = autodetect.hand_mask_facts(mask_bytes)
+        digest = hashlib.sha256(image_bytes)
+        digest.update(mask_bytes)  # the hash of both, without a copy of their concatenation
         self.row |= found | {
-            "input_sha256": hashlib.sha256(image_bytes + mask_bytes).hexdigest(),
+            "input_sha256": digest.hexdigest(),
             "width": photo.width,
             "height": photo.height,
             "hole_fraction": hole_fraction(mask),
@@ -302,13 +374,49 @@ def describe(error: BaseException, row: dict[str, Any]) -> str:
     return reason if posixpath.basename(file) in reason else f"{file}: {reason}"
 
 
+class SharedMask:
+    """`--mask`, one mask for every photo (the watermark case): read once per actor, and
+    decoded and resized (nearest-neighbour) once per photo size, not once per photo."""
+
+    def __init__(self, settings: RunSettings):
+        self.settings = settings
+        self._bytes: bytes | None = None
+        self._sized: dict[tuple[int, int], np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def serves(self, item: Item) -> bool:
+        return (self.settings.mask is not None and item.mask_bytes is None
+                and item.mask_uri == self.settings.mask)
+
+    def for_photo(self, photo: imageio.Photo) -> tuple[bytes, np.ndarray]:
+        """The mask's bytes and its holes at the photo's size (the item's own copy: a
+        method may draw on it)."""
+        settings, size = self.settings, (photo.height, photo.width)
+        with self._lock:
+            if self._bytes is None:
+                self._bytes = _read_mask_uri(settings.mask, settings)
+            mask = self._sized.get(size)
+        if mask is None:  # a bad mask is decoded (and fails) again for each photo
+            mask = decode_mask(self._bytes, size, settings.invert_mask, True,
+                               settings.max_pixels)
+            with self._lock:
+                if len(self._sized) >= SHARED_MASK_SIZES:
+                    self._sized.clear()
+                self._sized[size] = mask
+        return self._bytes, mask.copy()
+
+
 def _read_mask(item: Item, settings: RunSettings) -> bytes:
     if item.mask_bytes is not None:  # a dataset's row carries its mask
         return item.mask_bytes
+    return _read_mask_uri(item.mask_uri, settings)
+
+
+def _read_mask_uri(uri: str, settings: RunSettings) -> bytes:
     try:
-        return storage.read_uri(item.mask_uri, settings.storage_options)
+        return storage.read_uri(uri, settings.storage_options)
     except FileNotFoundError:
-        raise MaskError(f"mask not found: {item.mask_uri}") from None
+        raise MaskError(f"mask not found: {uri}") from None
 
 
 def _unchanged_bytes(photo: imageio.Photo, original: bytes, settings: RunSettings) -> bytes:

@@ -216,3 +216,63 @@ def test_a_gif_fails_with_a_reason_unless_format_is_given_then_its_first_frame_i
     after = np.asarray(restored.convert("RGB"))
     assert np.array_equal(after[~hole], first[~hole])
     assert (after[hole] != first[hole]).any()  # filled, not copied
+
+
+def test_batches_restored_at_once_on_one_actor_give_one_row_and_one_whole_file_each(
+        tmp_path):
+    """What a threaded actor does (pipeline/stages.py): two batches at once on one context,
+    reads ahead and writes behind, every file whole and every item one row."""
+    import hashlib
+    import threading
+
+    from pipeline.stages import BATCHES_AT_ONCE
+
+    for index in range(12):
+        photo = small_photo(["chelsea", "coffee", "rocket"][index % 3], 48)
+        save(photo, tmp_path / "images" / f"p{index:02d}.png")
+        save_mask(np.eye(*photo.shape[:2], dtype=bool), tmp_path / "masks" / f"p{index:02d}.png")
+    (tmp_path / "images" / "p05.png").write_bytes(b"not a photo")
+    settings = RunSettings(images=str(tmp_path / "images"), masks=str(tmp_path / "masks"),
+                           out=str(tmp_path / "out"), method="telea")
+    context = Context(settings, params_json({"test": True}))
+    items = pair(settings.images, settings.masks)
+    batches = [items[start::BATCHES_AT_ONCE] for start in range(BATCHES_AT_ONCE)]
+    rows = []
+    threads = [threading.Thread(target=lambda b=batch: rows.extend(restore_batch(b, context)))
+               for batch in batches]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(row["relative_path"] for row in rows) == [f"p{i:02d}.png" for i in range(12)]
+    statuses = {row["relative_path"]: row["status"] for row in rows}
+    assert statuses.pop("p05.png") == "failed" and set(statuses.values()) == {"ok"}
+    for row in rows:
+        if row["status"] == "ok":
+            data = (tmp_path / "out" / row["relative_path"]).read_bytes()
+            assert row["output_bytes"] == len(data)
+            assert Image.open(tmp_path / "out" / row["relative_path"]).size == (row["width"],
+                                                                                 row["height"])
+            source = (tmp_path / "images" / row["relative_path"]).read_bytes()
+            mask = (tmp_path / "masks" / row["relative_path"]).read_bytes()
+            assert row["input_sha256"] == hashlib.sha256(source + mask).hexdigest()
+    assert not list((tmp_path / "out").glob(".tmp-*"))
+    assert context.stages.budget.held == 0, "a finished item kept its pixels in the budget"
+
+
+def test_the_one_mask_for_every_photo_is_read_once_per_actor(archive, monkeypatch):
+    import pipeline.storage as storage
+
+    one_mask = archive["root"] / "watermark.png"
+    save_mask(np.eye(40, dtype=bool), one_mask)  # resized to each photo's size
+    reads = []
+    read_uri = storage.read_uri
+    monkeypatch.setattr(storage, "read_uri",
+                        lambda uri, options=None: reads.append(uri) or read_uri(uri, options))
+    settings = RunSettings(images=str(archive["images"]), mask=str(one_mask),
+                           out=str(archive["out"]), method="telea")
+    context = Context(settings, params_json({"test": True}))
+    items = pair(settings.images, None, settings.mask)
+    rows = restore_batch(items, context) + restore_batch(items, context)
+    assert [row["status"] for row in rows] == ["ok"] * 6
+    assert reads.count(str(one_mask)) == 1
