@@ -190,20 +190,23 @@ def run(
 
 def _record(settings: RunSettings, work: Plan, writer: manifest.ManifestWriter,
             progress: ProgressCallback | None) -> str | None:
-    """Stream the workers' rows into the manifest. At the first row whose write was refused,
-    stop the work (the pool and its queued batches) and return that row's error."""
+    """Stream the workers' rows into the manifest, a batch at a time. At the first batch
+    with a row whose write was refused, record that batch's other rows (its writes ran side
+    by side, some finished before the refusal), stop the work (the pool and its queued
+    batches) and return the refusal."""
     from pipeline.worker import REFUSED
 
-    rows = _restore_on_ray(settings, work)
+    batches = _restore_on_ray(settings, work)
     try:
-        for row in rows:
-            if row["error_kind"] == REFUSED:
-                return row["error"]
-            for fresh in writer.add([row]):
+        for rows in batches:
+            refused = [row["error"] for row in rows if row["error_kind"] == REFUSED]
+            for fresh in writer.add([row for row in rows if row["error_kind"] != REFUSED]):
                 if progress:
                     progress(fresh)
+            if refused:
+                return refused[0]
     finally:
-        rows.close()
+        batches.close()
     return None
 
 
@@ -248,7 +251,8 @@ def _write_report(settings: RunSettings, run_id: str) -> str | None:
 
 
 def _restore_on_ray(settings: RunSettings, work: Plan):
-    """Stream manifest rows from an actor pool; start (and stop) a local Ray if needed."""
+    """Stream the manifest rows of each batch from an actor pool, a list per batch; start
+    (and stop) a local Ray if needed."""
     from pipeline import localray
 
     started_here = connect(settings)
@@ -260,7 +264,8 @@ def _restore_on_ray(settings: RunSettings, work: Plan):
 
 
 def _stream_rows(settings: RunSettings, work: Plan):
-    """The rows of every item from `settings.workers` actors, batch by batch as they finish.
+    """The rows of every item from `settings.workers` actors, a list per batch as each
+    finishes.
 
     Plain Ray actors, not Ray Data's actor pool: Ray Data hands each of its actors its
     function and context as object-store arguments, and with restarts on, Ray prints an
@@ -269,13 +274,18 @@ def _stream_rows(settings: RunSettings, work: Plan):
     A killed actor (the OOM killer, SIGKILL) is restarted and its unfinished batches run
     again (max_restarts=-1, max_task_retries=-1): outputs are written atomically and the
     manifest writer drops replayed rows, so a replay is harmless.
+    An actor of loose files works on `stages.BATCHES_AT_ONCE` batches at once (reading one
+    while filling another, pipeline/stages.py), with one more waiting at hand.
     """
     import ray
 
+    from pipeline import datasets, stages
+
     actor_class, units = _work_units(settings, work)
+    at_once = stages.BATCHES_AT_ONCE if datasets.format_of(settings) == "files" else 1
     restorer = ray.remote(actor_class).options(
         num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker,
-        max_restarts=-1, max_task_retries=-1)
+        max_restarts=-1, max_task_retries=-1, max_concurrency=at_once)
     actors = [restorer.remote() for _ in range(settings.workers)]
     batches = iter(units)
     running: dict[Any, Any] = {}
@@ -287,12 +297,12 @@ def _stream_rows(settings: RunSettings, work: Plan):
 
     try:
         for actor in actors:
-            for _ in range(BATCHES_PER_ACTOR):
+            for _ in range(BATCHES_PER_ACTOR + at_once - 1):
                 give(actor)
         while running:
             [done], _ = ray.wait(list(running), num_returns=1)
             give(running.pop(done))
-            yield from _rows_of(done)
+            yield _rows_of(done)
     finally:
         for actor in actors:
             ray.kill(actor)

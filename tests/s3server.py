@@ -120,9 +120,12 @@ class FaultyProxy:
     """A loopback HTTP proxy in front of the S3 server that answers some requests itself
     with an S3 error (`503 SlowDown`, `500 InternalError`, ...), as a busy bucket does, and
     forwards the rest. `fail(method, key, times, code, status, message)` plans failures;
-    `seen` counts the requests per (method, key) that reached the proxy."""
+    `seen` counts the requests per (method, key) that reached the proxy. With `latency`
+    (seconds), every request waits that long before it is answered, as a distant bucket's
+    round trip does (requests are served on threads, so they wait side by side);
+    `most_at_once` is the most requests the proxy was answering at one time."""
 
-    def __init__(self, upstream: str):
+    def __init__(self, upstream: str, latency: float = 0.0):
         import http.client
         import threading
         from collections import Counter
@@ -134,6 +137,8 @@ class FaultyProxy:
         self.plans: dict[tuple[str, str], list] = {}
         self.seen: Counter = Counter()
         self.lock = threading.Lock()
+        self.latency = latency
+        self.at_once = self.most_at_once = 0
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -151,6 +156,13 @@ class FaultyProxy:
                     failing = plan is not None and plan[0] != 0
                     if failing and plan[0] > 0:
                         plan[0] -= 1
+                if proxy.latency:
+                    with proxy.lock:
+                        proxy.at_once += 1
+                        proxy.most_at_once = max(proxy.most_at_once, proxy.at_once)
+                    time.sleep(proxy.latency)
+                    with proxy.lock:
+                        proxy.at_once -= 1
                 if failing:
                     _, code, status, message = plan
                     self.answer(status, {"Content-Type": "application/xml"}, (
