@@ -114,14 +114,14 @@ class Reporter:
 
 def print_plan(work) -> None:
     out = Console()
-    out.print(f"run {work.run_id}: {work.total} items found, {len(work.todo)} to restore, "
-              f"{len(work.already_done)} already done (resume skips them), "
-              f"{len(work.problems)} with pairing problems", highlight=False)
-    for item in work.todo:
+    out.print(f"run {work.run_id}: {work.total} items found, {work.todo_count} to restore, "
+              f"{work.done_count} already done (resume skips them), "
+              f"{work.problem_count} with pairing problems", highlight=False)
+    for item in work.todo_items():  # streamed from the plan's shards, one at a time
         state = (f"PROBLEM {item.problem}" if item.problem else
                  f"mask {item.mask_uri or 'to be detected'}")
         out.print(f"  todo  {item.image_uri}  {state}", highlight=False, markup=False)
-    for item in work.already_done:
+    for item in work.done_items():
         out.print(f"  done  {item.image_uri}", highlight=False, markup=False)
 
 
@@ -213,11 +213,15 @@ def run_command(
         mask_column=mask_column, key_column=key_column,
     )
     try:
-        if dry_run:
-            print_plan(runner.plan(settings))
+        if dry_run:  # planned in a temporary folder: nothing is written to OUT
+            work = runner.plan(settings, temporary=True)
+            try:
+                print_plan(work)
+            finally:
+                work.discard()
             return
         work = runner.plan(settings)
-        with Reporter(len(work.todo)) as reporter:
+        with Reporter(work.todo_count) as reporter:
             summary = runner.run(settings, progress=reporter, work=work)
     except UsageError as error:
         fail_usage(str(error))
@@ -283,7 +287,7 @@ def detect_command(
     )
     try:
         work = runner.plan(settings)
-        with Reporter(len(work.todo), "detecting") as reporter:
+        with Reporter(work.todo_count, "detecting") as reporter:
             summary = runner.run(settings, progress=reporter, work=work)
     except UsageError as error:
         fail_usage(str(error))

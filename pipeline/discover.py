@@ -1,14 +1,18 @@
 """Find the photos to restore and pair each with its mask, from listings alone.
 
 Discovery never reads a photo: sizes, modification times and ETags from the (paged)
-listing are enough to pair images with masks and to fingerprint them for resume.
+listing are enough to pair images with masks and to fingerprint them for resume. Items
+stream out as the listing goes, one folder at a time (a plan writes them to shards,
+pipeline.plans), so the driver's memory does not grow with the archive.
 """
 
 from __future__ import annotations
 
 import hashlib
 import posixpath
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from pipeline import storage
 
@@ -49,37 +53,63 @@ def is_image_name(name: str) -> bool:
     return not base.startswith(".") and base.lower().endswith(IMAGE_EXTENSIONS)
 
 
-def list_images(images: str, storage_options: dict | None = None) -> tuple[str, dict[str, dict]]:
-    """Return the root the relative paths hang from and `{relative_path: listing info}`."""
+def list_images(images: str, storage_options: dict | None = None
+                ) -> tuple[str, Iterator[tuple[str, dict]]]:
+    """The root the relative paths hang from, and `(relative_path, listing info)` of every
+    photo in sorted order, listed as it is consumed. IMAGES itself is looked at now (a
+    missing IMAGES, or a single file, is a `UsageError` at once)."""
     fs, path = storage.filesystem(images, storage_options)
     if any(char in path for char in _GLOB_CHARS):
         root = _glob_root(path)
-        listing = storage.with_retries(lambda: fs.glob(path, detail=True), f"list {images}")
+        matches = storage.with_retries(lambda: fs.glob(path, detail=True), f"list {images}")
+        files = (info for _, info in sorted(matches.items()))
     else:
         root = path.rstrip("/")
-        listing = _list_folder(fs, path, images)
-        if listing is None:
+        top = _list_folder(fs, path, images)
+        if top is None:
             raise UsageError(f"IMAGES not found: {images}")
-        if list(listing) == [root]:
+        if [info["name"].rstrip("/") for info in top] == [root] and _is_file(top[0]):
             raise UsageError(f"IMAGES must be a folder or a glob, not a single file: {images}")
-    found = {}
-    for name, info in listing.items():
-        if info.get("type", "file") != "file" or not is_image_name(name):
-            continue
-        relative = posixpath.relpath(name, root) if root else name
-        found[relative] = info
-    return storage.full_uri(fs, root), found
+        files = _walk(fs, top, images)
+    return storage.full_uri(fs, root), _photos(files, root)
 
 
-def _list_folder(fs, path: str, uri: str) -> dict[str, dict] | None:
-    """Everything under `path` in one recursive listing, paged by the backend; None if
-    nothing is there. No `isdir` first: on object stores it lists the folder once more."""
+def _photos(files: Iterator[dict], root: str) -> Iterator[tuple[str, dict]]:
+    for info in files:
+        if _is_file(info) and is_image_name(info["name"]):
+            yield (posixpath.relpath(info["name"], root) if root else info["name"]), info
+
+
+def _is_file(info: dict) -> bool:
+    return info.get("type", "file") == "file"
+
+
+def _walk(fs, entries: list[dict], uri: str) -> Iterator[dict]:
+    """Every file below a folder's `entries`, in the order of a sorted recursive listing.
+
+    One folder is listed at a time (`ls`, paged by the backend), so the driver holds the
+    listings of the folders on the current path, never the archive's: a folder sorts
+    as its name + "/", so its files come where a sorted flat listing puts them.
+    """
+    for info in sorted(entries, key=lambda info: info["name"] + ("" if _is_file(info) else "/")):
+        if _is_file(info):
+            yield info
+        else:
+            yield from _walk(fs, _list_folder(fs, info["name"], uri) or [], uri)
+
+
+def _list_folder(fs, path: str, uri: str) -> list[dict] | None:
+    """One folder's entries (files and subfolders), or None if nothing is there. No `isdir`
+    first: on object stores it lists the folder once more. The backend's listing cache is
+    dropped at once (s3fs keeps every folder it lists), so it cannot grow with the archive."""
     try:
-        listing = storage.with_retries(lambda: fs.find(path, detail=True), f"list {uri}")
+        listing = storage.with_retries(lambda: fs.ls(path, detail=True), f"list {uri}")
     except FileNotFoundError:  # s3fs: the bucket itself does not exist
         return None
     except (PermissionError, storage.StorageError) as error:
         raise UsageError(f"cannot list {uri}: {error}") from None
+    finally:
+        fs.invalidate_cache(path)
     if not listing and not storage.with_retries(lambda: fs.isdir(path), f"stat {uri}"):
         return None
     return listing
@@ -96,18 +126,50 @@ def _glob_root(pattern: str) -> str:
 
 
 def list_masks(masks: str, storage_options: dict | None = None) -> dict[str, tuple[str, dict]]:
-    """Index a mask folder by relative path without extension: `{stem: (uri, info)}`."""
+    """Index a whole mask folder by relative path without extension: `{stem: (uri, info)}`."""
+    fs, root, top = _mask_root(masks, storage_options)
+    return _mask_index(fs, _walk(fs, top, masks), root)
+
+
+def _mask_root(masks: str, storage_options: dict | None) -> tuple[Any, str, list[dict]]:
     fs, path = storage.filesystem(masks, storage_options)
-    listing = _list_folder(fs, path, masks)
     root = path.rstrip("/")
-    if listing is None or list(listing) == [root]:
+    top = _list_folder(fs, path, masks)
+    if top is None or ([info["name"].rstrip("/") for info in top] == [root] and _is_file(top[0])):
         raise UsageError(f"MASKS is not a folder: {masks}")
+    return fs, root, top
+
+
+def _mask_index(fs, files: Iterable[dict], root: str) -> dict[str, tuple[str, dict]]:
+    """`{stem: (uri, info)}` of the masks among `files`; of two masks of one stem
+    (x.png, x.jpg), the first by name."""
     index: dict[str, tuple[str, dict]] = {}
-    for name, info in sorted(listing.items()):
-        if is_image_name(name):
-            stem = posixpath.splitext(posixpath.relpath(name, root))[0]
-            index.setdefault(stem, (storage.full_uri(fs, name), info))
+    for info in sorted(files, key=lambda info: info["name"]):
+        if _is_file(info) and is_image_name(info["name"]):
+            stem = posixpath.splitext(posixpath.relpath(info["name"], root))[0]
+            index.setdefault(stem, (storage.full_uri(fs, info["name"]), info))
     return index
+
+
+class MaskFolders:
+    """A mask folder mirroring IMAGES, read one folder at a time as pairing walks IMAGES:
+    the masks of x/y.jpg are in MASKS/x/, so the driver holds the mask listings of the
+    folders on the current path, never the whole folder's."""
+
+    def __init__(self, masks: str, storage_options: dict | None = None):
+        self.uri = masks
+        self.fs, self.root, top = _mask_root(masks, storage_options)
+        self.folders = {"": _mask_index(self.fs, top, self.root)}
+
+    def get(self, stem: str) -> tuple[str, dict] | None:
+        folder = posixpath.dirname(stem)
+        if folder not in self.folders:
+            # A sorted walk never comes back to a folder it left: keep its ancestors only.
+            self.folders = {name: index for name, index in self.folders.items()
+                            if name == "" or folder.startswith(name + "/")}
+            listing = _list_folder(self.fs, f"{self.root}/{folder}", self.uri) or []
+            self.folders[folder] = _mask_index(self.fs, listing, self.root)
+        return self.folders[folder].get(stem)
 
 
 def fingerprint(*infos: dict | None) -> str:
@@ -139,8 +201,22 @@ def pair(
     storage_options: dict | None = None,
     hand_masks: str | None = None,
 ) -> list[Item]:
+    """Every item of `iter_pairs` as a list (small archives, tests)."""
+    return list(iter_pairs(images, masks, mask, storage_options, hand_masks))
+
+
+def iter_pairs(
+    images: str,
+    masks: str | None = None,
+    mask: str | None = None,
+    storage_options: dict | None = None,
+    hand_masks: str | None = None,
+) -> Iterator[Item]:
     """List IMAGES and pair each photo with its mask; unpaired photos carry a `problem`.
 
+    Items come in sorted order as the listing goes (a plan writes them to shards), so
+    memory does not grow with the archive. Usage errors (IMAGES or MASKS missing, options
+    that do not go together) are raised here, before the first item.
     With `masks="auto"` a photo's mask is detected by the worker (`mask_uri` None), unless
     `hand_masks` holds a hand-made mask for it: a person's mask always wins.
     """
@@ -151,11 +227,15 @@ def pair(
     root, found = list_images(images, storage_options)
     image_fs, _ = storage.filesystem(images, storage_options)
     mask_folder = hand_masks if masks == "auto" else masks
-    mask_index = list_masks(mask_folder, storage_options) if mask_folder else {}
+    mask_index = MaskFolders(mask_folder, storage_options) if mask_folder else None
     broadcast = single_mask_info(mask, storage_options) if mask else None
-    items = []
-    for relative in sorted(found):
-        info = found[relative]
+    return _paired(found, image_fs, masks, mask_index, broadcast)
+
+
+def _paired(found: Iterator[tuple[str, dict]], image_fs, masks: str | None,
+            mask_index: MaskFolders | None, broadcast: tuple[str, dict] | None
+            ) -> Iterator[Item]:
+    for relative, info in found:
         image_uri = storage.full_uri(image_fs, info["name"])
         mask_uri, mask_info, problem = None, None, None
         if broadcast:
@@ -164,28 +244,27 @@ def pair(
             mask_uri, mask_info = _auto_mask(relative, mask_index)
         elif masks:
             stem = posixpath.splitext(relative)[0]
-            if stem in mask_index:
-                mask_uri, mask_info = mask_index[stem]
+            found_mask = mask_index.get(stem)
+            if found_mask:
+                mask_uri, mask_info = found_mask
             else:
                 problem = f"no mask found for {relative} in {masks} (looked for {stem}.*)"
         else:
             problem = "no mask given: pass --masks FOLDER, --mask FILE or --masks auto"
-        items.append(
-            Item(
-                item_id=item_id_for(relative),
-                relative_path=relative,
-                image_uri=image_uri,
-                mask_uri=mask_uri,
-                input_fingerprint=fingerprint(info, mask_info),
-                problem=problem,
-            )
+        yield Item(
+            item_id=item_id_for(relative),
+            relative_path=relative,
+            image_uri=image_uri,
+            mask_uri=mask_uri,
+            input_fingerprint=fingerprint(info, mask_info),
+            problem=problem,
         )
-    return items
 
 
-def _auto_mask(relative: str, mask_index: dict) -> tuple[str | None, dict | None]:
+def _auto_mask(relative: str, mask_index: MaskFolders | None) -> tuple[str | None, dict | None]:
     """A hand-made mask where one exists; otherwise (None, None): the worker detects one."""
-    return mask_index.get(posixpath.splitext(relative)[0], (None, None))
+    found = mask_index.get(posixpath.splitext(relative)[0]) if mask_index else None
+    return found or (None, None)
 
 
 def check_output_location(images: str, out: str, storage_options: dict | None = None) -> None:

@@ -7,42 +7,30 @@ into the manifest as they arrive, so memory stays flat however large the archive
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import os
 import re
+import tempfile
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import ValidationError
 
-from pipeline import discover, manifest, storage
+from pipeline import discover, manifest, plans, storage
 from pipeline.discover import Item, UsageError
 from pipeline.methods import UnknownMethodError, resolve_params
+from pipeline.plans import Plan
 from pipeline.settings import RunSettings, describe_errors, earlier_params, params_json
 
 log = logging.getLogger(__name__)
 ProgressCallback = Callable[[dict[str, Any]], None]
 # Batches given to each actor at a time: while it restores one, the next waits at hand.
 BATCHES_PER_ACTOR = 2
-
-
-@dataclass
-class Plan:
-    """What a run would do: every item found, and which of them resume skips."""
-
-    run_id: str
-    params: str
-    todo: list[Item]
-    already_done: list[Item]
-    problems: list[Item] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return len(self.todo) + len(self.already_done)
 
 
 @dataclass
@@ -108,39 +96,59 @@ def check_writable(settings: RunSettings) -> None:
                              f"{error}") from None
 
 
-def plan(settings: RunSettings, in_process: bool = False) -> Plan:
-    """Discover and pair items, then split them into work to do and work resume skips."""
+def plan(settings: RunSettings, in_process: bool = False, temporary: bool = False) -> Plan:
+    """List and pair the items into plan shards, and count what resume skips (a join of
+    each shard against the manifest's done rows). The driver holds one shard at a time.
+
+    The shards go to `OUT/_plan/<run_id>/`, or with `temporary` (a dry run) or
+    `in_process` to a local temporary folder: nothing is written to OUT.
+    """
     params = validate(settings, in_process)
-    items = _find_items(settings)
-    if settings.limit:
-        items = items[: settings.limit]
-    done = set() if settings.force else _completed(settings)
+    run_id = settings.run_id or new_run_id()
     accepted = {params} | earlier_params(settings, params)
-    todo, skipped = [], []
-    for item in items:
-        finished = any((item.item_id, item.input_fingerprint, p) in done for p in accepted)
-        (skipped if finished else todo).append(item)
-    problems = [item for item in todo if item.problem]
-    return Plan(settings.run_id or new_run_id(), params, todo, skipped, problems)
+    done = plans.no_keys() if settings.force else _done_keys(settings, accepted)
+    shards = _shards(settings, run_id, temporary or in_process)
+    return Plan.counted(run_id, params, shards, done)
 
 
-def _find_items(settings: RunSettings) -> list[Item]:
+def _shards(settings: RunSettings, run_id: str, temporary: bool) -> plans.Shards:
+    """The plan's shards: those of an unfinished run given the same `--run-id` and made
+    from the same inputs, or a new listing written as it goes."""
+    where = (tempfile.mkdtemp(prefix="inpaint-plan-") if temporary
+             else storage.join(settings.out, f"{plans.FOLDER}/{run_id}"))
+    made_from = plans.made_from(settings)
+    try:
+        if settings.run_id and not temporary:
+            reused = plans.reuse(where, made_from, settings.storage_options)
+            if reused:
+                log.info("run %s: reusing its plan of %d items in %s", run_id, reused.total,
+                         where)
+                return reused
+        return plans.write(_find_items(settings), where, made_from, settings.storage_options)
+    except plans.PlanNotWritten as error:
+        raise UsageError(f"cannot write the plan: {error}") from None
+
+
+def _find_items(settings: RunSettings) -> Iterator[Item]:
     """Loose files paired with their masks, or the rows of a Parquet or WebDataset
-    dataset (pipeline.datasets)."""
+    dataset (pipeline.datasets), as the listing goes; the first `--limit` of them."""
     from pipeline import datasets
 
     if datasets.format_of(settings) != "files":
-        return datasets.find_items(settings)
-    items = discover.pair(settings.images, settings.masks, settings.mask,
-                          settings.storage_options, settings.hand_masks)
-    if not items:  # a folder of parts given without --input-format
-        datasets.refuse_parts_as_files(settings)
-    return items
+        items = datasets.find_items(settings)
+    else:
+        items = discover.iter_pairs(settings.images, settings.masks, settings.mask,
+                                    settings.storage_options, settings.hand_masks)
+        first = next(items, None)
+        if first is None:  # a folder of parts given without --input-format
+            datasets.refuse_parts_as_files(settings)
+        items = itertools.chain([first] if first else [], items)
+    return itertools.islice(items, settings.limit) if settings.limit else items
 
 
-def _completed(settings: RunSettings) -> set[tuple[str, str, str]]:
+def _done_keys(settings: RunSettings, accepted: set[str]):
     try:
-        return manifest.completed(settings.manifest_uri(), settings.storage_options)
+        return manifest.done_keys(settings.manifest_uri(), accepted, settings.storage_options)
     except (OSError, storage.StorageError) as error:
         raise UsageError(f"cannot read the manifest at {settings.manifest_uri()}: "
                          f"{type(error).__name__}: {error}") from None
@@ -165,11 +173,11 @@ def run(
     work = work or plan(settings)
     writer = manifest.ManifestWriter(settings.manifest_uri(), work.run_id,
                                      settings.storage_options)
-    log.info("run %s: %d items to restore, %d already done", work.run_id, len(work.todo),
-             len(work.already_done))
+    log.info("run %s: %d items to restore, %d already done", work.run_id, work.todo_count,
+             work.done_count)
     refused = None
     try:
-        if work.todo:
+        if work.todo_count:
             refused = _record(settings, work, writer, progress)
         writer.flush()
     except manifest.PartNotWritten as error:
@@ -180,12 +188,22 @@ def run(
         raise
     if refused:
         raise RunStopped(_stopped(settings, work, writer, refused, None))
+    _discard(work)
     seconds = (datetime.now(UTC) - started).total_seconds()
     summary = Summary(work.run_id, settings.manifest_uri(), dict(writer.counts),
-                      len(work.already_done), seconds)
+                      work.done_count, seconds)
     if settings.report and writer.rows_written:
         summary.report_uri = _write_report(settings, work.run_id)
     return summary
+
+
+def _discard(work: Plan) -> None:
+    """Every item of the plan has its row now: its shards are not needed again. A stopped
+    or killed run keeps them, for a rerun with the same `--run-id` to reuse."""
+    try:
+        work.discard()
+    except (OSError, storage.StorageError) as error:  # litter, not a failed run
+        log.warning("could not delete the plan in %s: %s", work.shards.uri, error)
 
 
 def _record(settings: RunSettings, work: Plan, writer: manifest.ManifestWriter,
@@ -214,7 +232,7 @@ def _stopped(settings: RunSettings, work: Plan, writer: manifest.ManifestWriter,
              refused: str | None, lost: manifest.PartNotWritten | None) -> str:
     """The one message of a stopped run: why and where, what was restored, how to resume."""
     restored = sum(writer.counts[status] for status in manifest.DONE_STATUSES)
-    not_done = len(work.todo) - sum(writer.counts.values())
+    not_done = work.todo_count - sum(writer.counts.values())
     reasons = [refused] if refused else []
     if lost:
         unrecorded = sum(row["status"] in manifest.DONE_STATUSES for row in writer.unwritten)
@@ -316,10 +334,10 @@ def _work_units(settings: RunSettings, work: Plan) -> tuple[type, Any]:
 
     if datasets.format_of(settings) != "files":
         return (datasets.restorer_class(settings, work.params),
-                datasets.part_tasks(work.todo, work.already_done))
+                datasets.part_tasks(work.marked_items()))
     size = settings.batch_size
     return (restorer_class(settings, work.params),
-            (work.todo[start:start + size] for start in range(0, len(work.todo), size)))
+            plans.batches(work.todo_items(), size))
 
 
 def _rows_of(batch) -> list[dict[str, Any]]:
@@ -384,6 +402,9 @@ def restore_items(settings: RunSettings) -> list[dict]:
 
     work = plan(settings, in_process=True)
     context = Context(settings, work.params)
-    if datasets.format_of(settings) != "files":
-        return datasets.restore_in_process(work.todo, work.already_done, context)
-    return [restore_item(item, context) for item in work.todo]
+    try:
+        if datasets.format_of(settings) != "files":
+            return datasets.restore_in_process(work.marked_items(), context)
+        return [restore_item(item, context) for item in work.todo_items()]
+    finally:
+        work.discard()

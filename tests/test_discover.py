@@ -73,3 +73,17 @@ def test_gifs_are_listed_so_that_each_gets_a_row(archive):
     save(small_photo(), archive["images"] / "old/scan.gif")
     paths = [item.relative_path for item in pair(str(archive["images"]), str(archive["masks"]))]
     assert "old/scan.gif" in paths
+
+
+def test_folders_are_listed_one_at_a_time_in_the_order_of_a_sorted_flat_listing(tmp_path):
+    # A folder sorts as its name + "/": "a.png" < "a/..." < "a0.png", as in a sorted
+    # recursive listing; each photo finds its mask in the mirroring folder.
+    names = ["a.png", "a/x.png", "a/y/z.png", "a/zz.png", "a0.png", "b/c/d.png"]
+    for name in names:
+        save(small_photo(size=16), tmp_path / "images" / name)
+        save_mask(small_photo(size=16)[:, :, 0] > 128,
+                  (tmp_path / "masks" / name).with_suffix(".png"))
+    items = pair(str(tmp_path / "images"), str(tmp_path / "masks"))
+    assert [item.relative_path for item in items] == names
+    assert [item.mask_uri for item in items] == [
+        str((tmp_path / "masks" / name).with_suffix(".png")) for name in names]

@@ -36,16 +36,20 @@ def test_parts_are_flushed_by_count_and_read_as_one_table(tmp_path):
     assert duckdb.sql(query).fetchall() == [(3,)]
 
 
-def test_completed_holds_only_ok_and_skipped(tmp_path):
+def test_done_keys_hold_only_ok_and_skipped_rows_of_the_params_given(tmp_path):
     writer = manifest.ManifestWriter(str(tmp_path / "m"), "run1")
-    writer.add([row("a"), row("b", "skipped"), row("c", "failed")])
+    writer.add([row("a"), row("b", "skipped"), row("c", "failed"),
+                row("d") | {"params": '{"radius": 3}'}])
     writer.flush()
-    assert manifest.completed(str(tmp_path / "m")) == {("a", "f", "{}"), ("b", "f", "{}")}
+    keys = manifest.done_keys(str(tmp_path / "m"), {"{}"})
+    assert sorted(keys.to_pylist()) == ["a/f", "b/f"]
+    assert sorted(manifest.done_keys(str(tmp_path / "m"), {"{}", '{"radius": 3}'})
+                  .to_pylist()) == ["a/f", "b/f", "d/f"]
 
 
 def test_missing_manifest_reads_empty(tmp_path):
     assert manifest.read(str(tmp_path / "none")).num_rows == 0
-    assert manifest.completed(str(tmp_path / "none")) == set()
+    assert len(manifest.done_keys(str(tmp_path / "none"), {"{}"})) == 0
 
 
 def test_no_temporary_files_left_behind(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import posixpath
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pipeline import discover, storage
@@ -130,21 +131,25 @@ def check_settings(settings: RunSettings) -> None:
                          "column (--mask-column) or --mask FILE")
 
 
-def find_items(settings: RunSettings) -> list[Item]:
-    """Every row of every part as an Item (bytes not read), in part then row order."""
+def find_items(settings: RunSettings) -> Iterator[Item]:
+    """Every row of every part as an Item (bytes not read), in part then row order, as the
+    parts are scanned (a plan writes them to shards). The parts are listed, and usage
+    errors raised, here, before the first item."""
     check_settings(settings)
     root, parts = list_parts(settings)
     # Outputs must never land among the inputs: OUT may not be the parts' folder or below it.
     discover.check_output_location(root, settings.out, settings.storage_options)
     broadcast = (discover.single_mask_info(settings.mask, settings.storage_options)
                  if settings.mask else None)
-    module = format_module(format_of(settings))
-    items = []
+    return _items(parts, format_module(format_of(settings)), settings, broadcast)
+
+
+def _items(parts: list[Part], module, settings: RunSettings,
+           broadcast: tuple[str, dict] | None) -> Iterator[Item]:
     for part in parts:
         fs, path = storage.filesystem(part.uri, settings.storage_options)
         for entry in module.scan(fs, path, settings):
-            items.append(_item(part, entry, settings, broadcast))
-    return items
+            yield _item(part, entry, settings, broadcast)
 
 
 @dataclass(frozen=True)

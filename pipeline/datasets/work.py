@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,19 +28,20 @@ class PartTask:
     done: list[Item] = field(default_factory=list)
 
 
-def part_tasks(todo: list[Item], already_done: list[Item]) -> list[PartTask]:
-    """One task per part that has something to do, in the order of `todo`."""
-    tasks: dict[str, PartTask] = {}
-    for item in todo:
+def part_tasks(items: Iterable[tuple[Item, bool]]) -> Iterator[PartTask]:
+    """One task per part that has something to do, in plan order; `items` come with
+    whether resume skips them (pipeline.plans.marked). A plan holds a part's rows
+    together (part, then row order), so one part's items are held at a time."""
+    task = None
+    for item, done in items:
         uri = part_of(item.image_uri)
-        if uri not in tasks:
-            tasks[uri] = PartTask(uri, part_of(item.output_uri))
-        tasks[uri].todo.append(item)
-    for item in already_done:
-        task = tasks.get(part_of(item.image_uri))
-        if task is not None:
-            task.done.append(item)
-    return list(tasks.values())
+        if task is None or task.uri != uri:
+            if task is not None and task.todo:
+                yield task
+            task = PartTask(uri, part_of(item.output_uri))
+        (task.done if done else task.todo).append(item)
+    if task is not None and task.todo:
+        yield task
 
 
 def restore_part(task: PartTask, context) -> list[dict[str, Any]]:
@@ -143,11 +145,10 @@ def restorer_class(settings: RunSettings, params: str) -> type:
     return PartRestorer
 
 
-def restore_in_process(todo: list[Item], already_done: list[Item], context) -> list[dict]:
+def restore_in_process(items: Iterable[tuple[Item, bool]], context) -> list[dict]:
     """`pipeline.restore_items` for a dataset: every part's work, in this process."""
     context.keep_outputs = True
-    return [row for task in part_tasks(todo, already_done)
-            for row in restore_part(task, context)]
+    return [row for task in part_tasks(items) for row in restore_part(task, context)]
 
 
 def read_row_bytes(uri: str, params: dict[str, Any], storage_options: dict | None) -> bytes:

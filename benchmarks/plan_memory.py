@@ -1,0 +1,196 @@
+"""The driver's peak memory while planning 100,000 and 1,000,000 items (issue 19: within
+20% of each other).
+
+The synthetic archive is a local folder of empty files, 1,000 per sub-folder
+(`box-0000/photo-0000000.jpg`), as a scanned archive is laid out in boxes, with one
+`--mask FILE` for all: planning reads listings only, never a photo, so empty files are
+fake photos that a listing cannot tell from real ones, and a local folder is the one
+store that holds a million objects on this machine (the loopback moto S3 server takes
+minutes per 100,000 PUTs). The folders are built once and kept in `--folder`.
+
+Each figure comes from a fresh child process: its peak RSS (Linux VmHWM, which, unlike
+ru_maxrss, does not carry the parent's peak over fork and exec), its RSS after the
+imports (the floor), and Arrow's own peak allocation. Modes:
+
+- plan: `pipeline.plan` (listing into shards in a temporary folder) and then every item to
+  do read back shard by shard, as a run feeds its workers; what a dry run does less the
+  printing.
+- resume: the same with a manifest that holds every item as done (the join of each shard
+  against the manifest's done keys).
+- dry-run: `inpaint run --dry-run`, its listing printed to /dev/null.
+
+    python benchmarks/plan_memory.py                       # 100k and 1M, plan and resume
+    python benchmarks/plan_memory.py --sizes 1000 2000 --modes plan dry-run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+PER_FOLDER = 1000
+
+
+def build_archive(folder: Path, count: int) -> Path:
+    """`count` empty photos under folder/n<count>/, 1,000 per box; built once."""
+    images = folder / f"n{count}" / "images"
+    done = folder / f"n{count}" / ".built"
+    if done.exists():
+        return images
+    for index in range(count):
+        box = images / f"box-{index // PER_FOLDER:04d}"
+        if index % PER_FOLDER == 0:
+            box.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(box / f"photo-{index:07d}.jpg", os.O_CREAT | os.O_WRONLY, 0o644))
+    done.touch()
+    return images
+
+
+def watermark(folder: Path) -> Path:
+    import numpy as np
+    from PIL import Image
+
+    path = folder / "watermark.png"
+    if not path.exists():
+        hole = np.zeros((16, 16), np.uint8)
+        hole[4:8] = 255
+        Image.fromarray(hole).save(path)
+    return path
+
+
+def memory_mb(field: str) -> float:
+    text = Path("/proc/self/status").read_text()
+    return int(re.search(rf"{field}:\s+(\d+)", text).group(1)) / 1024
+
+
+def settings_of(images: Path, mask: Path, out: Path):
+    from pipeline.settings import RunSettings
+
+    return RunSettings(images=str(images), mask=str(mask), out=str(out), method="telea")
+
+
+def child(mode: str, images: Path, mask: Path, out: Path) -> dict:
+    """One measurement, in this (fresh) process."""
+    import pyarrow as pa
+
+    from pipeline import runner
+
+    floor = memory_mb("VmRSS")
+    started = time.perf_counter()
+    settings = settings_of(images, mask, out)
+    if mode == "dry-run":
+        from pipeline.cli import main
+
+        sys.argv = ["inpaint", "run", str(images), "--mask", str(mask), "--out", str(out),
+                    "--method", "telea", "--dry-run"]
+        with open(os.devnull, "w") as sink:
+            stdout, sys.stdout = sys.stdout, sink
+            try:
+                main()
+            except SystemExit:
+                pass
+            finally:
+                sys.stdout = stdout
+        todo = done = None
+    else:
+        work = runner.plan(settings, temporary=True)
+        todo = sum(1 for _ in work.todo_items())
+        done = work.done_count
+        work.discard()
+    return {"mode": mode, "todo": todo, "done": done, "peak_rss_mb": memory_mb("VmHWM"),
+            "floor_rss_mb": floor, "arrow_peak_mb": pa.default_memory_pool().max_memory() / 2**20,
+            "seconds": time.perf_counter() - started}
+
+
+def record_all_done(images: Path, mask: Path, out: Path) -> None:
+    """A manifest in which every item is done (what resume then skips), built with Arrow
+    from a plan's shards, in its own process."""
+    subprocess.run(_python("b.write_done_manifest(*map(b.Path, sys.argv[1:]))", images, mask,
+                           out), check=True)
+
+
+def write_done_manifest(images: Path, mask: Path, out: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipeline import manifest, runner
+
+    settings = settings_of(images, mask, out)
+    work = runner.plan(settings, temporary=True)
+    folder = Path(settings.manifest_uri())
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, table in enumerate(work.shards.tables(["item_id", "input_fingerprint"])):
+        rows = table.num_rows
+        columns = {name: pa.nulls(rows, manifest.SCHEMA.field(name).type)
+                   for name in manifest.COLUMNS}
+        columns |= {"item_id": table.column("item_id"),
+                    "input_fingerprint": table.column("input_fingerprint"),
+                    "run_id": pa.array(["bench"] * rows), "status": pa.array(["ok"] * rows),
+                    "params": pa.array([work.params] * rows)}
+        pq.write_table(pa.table(columns, schema=manifest.SCHEMA),
+                       folder / f"part-bench-{index:05d}.parquet")
+    work.discard()
+
+
+def _python(call: str, *args) -> list[str]:
+    """A fresh Python that imports this file as `b` and runs `call` with `args`."""
+    here = str(Path(__file__).parent)
+    script = f"import sys, json; sys.path.insert(0, {here!r}); import plan_memory as b; {call}"
+    return [sys.executable, "-c", script, *map(str, args)]
+
+
+def measure(mode: str, images: Path, mask: Path, out: Path) -> dict:
+    call = "print(json.dumps(b.child(sys.argv[1], *map(b.Path, sys.argv[2:]))))"
+    result = subprocess.run(_python(call, mode, images, mask, out), check=True,
+                            capture_output=True, text=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--modes", nargs="+", default=["plan", "resume"],
+                        choices=["plan", "resume", "dry-run"])
+    parser.add_argument("--folder", type=Path, default=Path("/tmp/inpaint-plan-memory"))
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    args.folder.mkdir(parents=True, exist_ok=True)
+    mask = watermark(args.folder)
+    figures = []
+    for size in args.sizes:
+        started = time.perf_counter()
+        images = build_archive(args.folder, size)
+        print(f"{size} empty photos ready in {time.perf_counter() - started:.0f}s", flush=True)
+        out = args.folder / f"n{size}" / "out"
+        for mode in args.modes:
+            if mode == "resume":
+                record_all_done(images, mask, out)
+            figure = measure(mode, images, mask, out) | {"items": size}
+            if mode == "resume":
+                import shutil
+
+                shutil.rmtree(out / "_manifest")
+            figures.append(figure)
+            print(json.dumps(figure), flush=True)
+    print("\n| mode | items | peak RSS MB | RSS after imports MB | Arrow peak MB | seconds |")
+    print("|---|---|---|---|---|---|")
+    for f in figures:
+        print(f"| {f['mode']} | {f['items']:,} | {f['peak_rss_mb']:.0f} | {f['floor_rss_mb']:.0f}"
+              f" | {f['arrow_peak_mb']:.0f} | {f['seconds']:.1f} |")
+    for mode in args.modes:
+        peaks = [f["peak_rss_mb"] for f in figures if f["mode"] == mode]
+        if len(peaks) > 1:
+            print(f"{mode}: peak at {args.sizes[-1]:,} / at {args.sizes[0]:,} = "
+                  f"{peaks[-1] / peaks[0]:.3f}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=1))
+
+
+if __name__ == "__main__":
+    main()
