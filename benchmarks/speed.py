@@ -86,12 +86,13 @@ def pipeline_throughput(root: Path, method: str, workers: int, threads: int) -> 
     return len(list((root / "images").iterdir())) / seconds, steady_throughput(out)
 
 
-def steady_throughput(out: Path) -> float:
+def steady_throughput(out: Path, manifest_uri: bool = False) -> float:
     """Items per second between the first item's start and the last item's finish, from
-    the manifest: the pipeline without Ray's and the actors' start-up."""
+    the manifest (`out`/_manifest, or `out` itself with `manifest_uri`): the pipeline
+    without Ray's and the actors' start-up."""
     from pipeline import manifest
 
-    table = manifest.dataset(str(out / "_manifest")).to_table(
+    table = manifest.dataset(str(out if manifest_uri else out / "_manifest")).to_table(
         columns=["started_at", "finished_at"])
     first = min(table.column("started_at").to_pylist())
     last = max(table.column("finished_at").to_pylist())
@@ -143,6 +144,137 @@ def pipeline_efficiency(method: str, count: int, long_side: int, quick: bool = F
             "pipeline": pipeline_runs, "loop": loop_runs,
             "ratio": best_pipeline / best_loop, "steady_pipeline": steady,
             "steady_ratio": steady / best_loop}
+
+
+# 1b. Small items at loop speed ---------------------------------------------------------
+
+def write_small_items(root: Path, count: int, side: int, masks: bool = False) -> None:
+    """`count` `side`-px PNG crops of one photo under root/images, and one 128-px mask
+    (`--mask`, resized to each) or, with `masks`, one mask per photo under root/masks."""
+    base = photo("astronaut", 4 * side)
+    rng = np.random.default_rng(0)
+    (root / "images").mkdir(parents=True)
+    for index in range(count):
+        top, left = rng.integers(0, 3 * side, 2)
+        Image.fromarray(base[top:top + side, left:left + side]).save(
+            root / "images" / f"p{index:05d}.png")
+    hole = synthetic_mask("strokes", 128, 128, seed=1)
+    Image.fromarray(hole.astype(np.uint8) * 255).save(root / "mask.png")
+    if masks:
+        (root / "masks").mkdir()
+        small = hole[::128 // side, ::128 // side].astype(np.uint8) * 255
+        for index in range(count):
+            Image.fromarray(small).save(root / "masks" / f"p{index:05d}.png")
+
+
+def run_cli(images: str, out: str, method: str, workers: int, extra: list[str],
+            env: dict | None = None) -> float:
+    """Seconds of one `inpaint run` (Ray's start-up included), failing loudly."""
+    command = [sys.executable, "-c", "from pipeline.cli import main; main()", "run", images,
+               "--out", out, "--method", method, "--workers", str(workers), "--no-report",
+               *extra]
+    start = time.perf_counter()
+    result = subprocess.run(command, capture_output=True, text=True, env=env)
+    if result.returncode != 0:
+        raise RuntimeError(f"inpaint run failed ({result.returncode}): {result.stderr[-2000:]}")
+    return time.perf_counter() - start
+
+
+def small_loop(root: Path, method: str) -> float:
+    """Items per second of a plain single-process loop doing the pipeline's work on each
+    item (read, fill, encode, write), its imports and the mask's one read included."""
+    script = f"""
+import io, time, numpy as np, cv2
+from pathlib import Path
+from PIL import Image
+start = time.perf_counter()
+from pipeline import load_method
+cv2.setNumThreads(1)
+root = Path({str(root)!r}); out = root / "loop-out"; out.mkdir()
+method = load_method({method!r})
+mask, holes = np.asarray(Image.open(root / "mask.png").convert("L")), {{}}
+paths = sorted((root / "images").iterdir())
+for path in paths:
+    image = np.asarray(Image.open(io.BytesIO(path.read_bytes())))
+    size = image.shape[:2]
+    if size not in holes:
+        holes[size] = cv2.resize(mask, size[::-1], interpolation=cv2.INTER_NEAREST) > 127
+    buffer = io.BytesIO()
+    Image.fromarray(method(image, holes[size]).pixels).save(buffer, format="PNG")
+    (out / path.name).write_bytes(buffer.getvalue())
+print(len(paths) / (time.perf_counter() - start))
+"""
+    result = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True,
+                            text=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
+def small_items(count: int, side: int, method: str) -> dict:
+    """`inpaint run` on one worker per core against the plain loop, both in this run."""
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        write_small_items(root, count, side)
+        workers = os.cpu_count() or 1
+        seconds = run_cli(str(root / "images"), str(root / "out"), method, workers,
+                          ["--mask", str(root / "mask.png")])
+        steady = steady_throughput(root / "out")
+        loop = small_loop(root, method)
+    pipeline = count / seconds
+    return {"items": count, "side": side, "method": method, "workers": workers,
+            "pipeline": pipeline, "steady_pipeline": steady, "loop": loop,
+            "ratio": pipeline / loop, "steady_ratio": steady / loop,
+            "load": os.getloadavg()[0]}
+
+
+# 1c. Storage that answers slowly ---------------------------------------------------------
+
+def storage_latency(count: int, side: int, method: str, latency: float) -> dict:
+    """`inpaint run` over S3 (a loopback moto server) through a proxy, first answering at
+    once and then waiting `latency` seconds per request (every read and write), same
+    items, same settings: items/s of both."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import s3fs
+
+    from tests.s3server import FaultyProxy, free_port, wait_until_up
+
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = {name: value for name, value in os.environ.items() if name != "AWS_PROFILE"} | {
+        "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1"}
+    server = subprocess.Popen(["moto_server", "-H", "127.0.0.1", "-p", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    proxy = None
+    try:
+        wait_until_up(endpoint, server)
+        proxy = FaultyProxy(endpoint)
+        fs = s3fs.S3FileSystem(endpoint_url=endpoint, key="bench", secret="bench",
+                               skip_instance_cache=True)
+        fs.mkdir("bench")
+        workers, runs = os.cpu_count() or 1, {}
+        with tempfile.TemporaryDirectory() as folder:
+            write_small_items(Path(folder), count, side, masks=True)
+            fs.put(f"{folder}/images/", "bench/images/", recursive=True)
+            fs.put(f"{folder}/masks/", "bench/masks/", recursive=True)
+            for name, wait in (("no latency", 0.0), (f"{latency * 1000:.0f} ms", latency)):
+                proxy.latency = wait
+                manifest_dir = Path(folder) / f"manifest-{len(runs)}"
+                seconds = run_cli("s3://bench/images", f"s3://bench/out-{len(runs)}", method,
+                                  workers, ["--masks", "s3://bench/masks", "--manifest",
+                                            str(manifest_dir)],
+                                  env | {"AWS_ENDPOINT_URL": proxy.endpoint})
+                runs[name] = {"items_per_s": count / seconds,
+                              "steady": steady_throughput(manifest_dir, manifest_uri=True)}
+    finally:
+        if proxy is not None:
+            proxy.close()
+        server.terminate()
+        server.wait(timeout=10)
+    plain, slow = runs.values()
+    return {"items": count, "side": side, "method": method, "latency_s": latency,
+            "workers": workers, "runs": runs,
+            "ratio": slow["items_per_s"] / plain["items_per_s"],
+            "steady_ratio": slow["steady"] / plain["steady"], "load": os.getloadavg()[0]}
 
 
 # 2. Cost follows the damage -----------------------------------------------------------
@@ -337,6 +469,8 @@ def render_markdown(results: dict) -> str:
         lines += [f"Without start-up (first item's start to last item's finish, from the "
                   f"manifest): pipeline {eff['steady_pipeline']:.3f} items/s, **ratio "
                   f"{eff['steady_ratio']:.2f}**.", ""]
+    lines += small_items_markdown(results.get("small_items"))
+    lines += storage_latency_markdown(results.get("storage_latency"))
     cost = results["cost_by_canvas"]
     lines += ["## 2. Cost follows the damage (target: 4096² total <= 1.5 x 512²)", "",
               "Same hole (64x64 blob + 200-px scratch) on growing canvases, JPEG in and out, "
@@ -390,6 +524,39 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def small_items_markdown(small: dict | None) -> list[str]:
+    if not small:
+        return []
+    return ["## 1b. Small items at loop speed (target: pipeline/loop >= 1.0, aim 1.6)", "",
+            f"{small['items']:,} {small['side']}-px PNGs, one `--mask` resized to each, "
+            f"`{small['method']}`; `inpaint run` on {small['workers']} workers (Ray's "
+            "start-up included) against a plain single-process loop doing the same read, "
+            f"fill, encode and write; 1-minute load average {small['load']:.1f} at the end:",
+            "", "| configuration | items/s |", "|---|---|",
+            f"| pipeline, {small['workers']} workers | {small['pipeline']:.1f} |",
+            f"| pipeline without start-up (manifest) | {small['steady_pipeline']:.1f} |",
+            f"| plain loop, 1 process | {small['loop']:.1f} |", "",
+            f"**Ratio pipeline / loop: {small['ratio']:.2f}** (without start-up: "
+            f"{small['steady_ratio']:.2f})", ""]
+
+
+def storage_latency_markdown(slow: dict | None) -> list[str]:
+    if not slow:
+        return []
+    lines = ["## 1c. Storage that answers slowly (target: within 20% of no latency)", "",
+             f"{slow['items']:,} {slow['side']}-px PNGs with a mask each on S3 (a loopback "
+             f"moto server behind a proxy that waits {slow['latency_s'] * 1000:.0f} ms "
+             "before answering each request: every read, write and listing), "
+             f"`{slow['method']}`, {slow['workers']} workers, the same run once without the "
+             f"wait; 1-minute load average {slow['load']:.1f} at the end:", "",
+             "| storage | items/s (start-up included) | items/s without start-up |",
+             "|---|---|---|"]
+    lines += [f"| {name} | {run['items_per_s']:.1f} | {run['steady']:.1f} |"
+              for name, run in slow["runs"].items()]
+    return lines + ["", f"**With latency / without: {slow['ratio']:.2f}** (without start-up: "
+                    f"{slow['steady_ratio']:.2f})", ""]
+
+
 def draw_chart(results: dict, path: Path) -> None:
     import matplotlib
 
@@ -431,6 +598,9 @@ def main() -> None:
     steps = [
         ("pipeline_efficiency", lambda: pipeline_efficiency(
             args.method, 4 if quick else 24, 96 if quick else 384, quick)),
+        ("small_items", lambda: small_items(40 if quick else 20_000, 64, "telea")),
+        ("storage_latency", lambda: storage_latency(12 if quick else 1_000, 64, "telea",
+                                                    0.05)),
         ("cost_by_canvas", lambda: cost_by_canvas(
             args.method, [256, 512] if quick else [512, 2048, 4096], 1 if quick else 3)),
         ("optimizer_overhead", lambda: optimizer_overhead(64 if quick else 256,

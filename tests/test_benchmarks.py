@@ -20,7 +20,8 @@ def test_speed_benchmark_runs_on_tiny_sizes(tmp_path):
                     "--method", "telea", "--out", str(tmp_path)], check=True, cwd=ROOT,
                    capture_output=True, timeout=400)
     table = (tmp_path / "speed.md").read_text()
-    for heading in ("Pipeline efficiency", "Cost follows the damage", "Optimizer overhead",
+    for heading in ("Pipeline efficiency", "Small items at loop speed",
+                    "Storage that answers slowly", "Cost follows the damage", "Optimizer overhead",
                     "Throughput by method", "Peak memory", "Crops per second by batch size"):
         assert heading in table
     assert (tmp_path / "speed.png").stat().st_size > 0
