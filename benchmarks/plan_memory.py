@@ -152,6 +152,44 @@ def measure(mode: str, images: Path, mask: Path, out: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+HEADING = "## Driver memory while planning (issue 19: 1M within 20% of 100k)"
+
+
+def table(figures: list[dict]) -> str:
+    lines = ["| mode | items | peak RSS MB | RSS after imports MB | Arrow peak MB | seconds |",
+             "|---|---|---|---|---|---|"]
+    for f in figures:
+        lines.append(f"| {f['mode']} | {f['items']:,} | {f['peak_rss_mb']:.0f} | "
+                     f"{f['floor_rss_mb']:.0f} | {f['arrow_peak_mb']:.0f} | {f['seconds']:.1f} |")
+    for mode in dict.fromkeys(f["mode"] for f in figures):
+        runs = [f for f in figures if f["mode"] == mode]
+        if len(runs) > 1:
+            lines.append(f"\n{mode}: peak RSS at {runs[-1]['items']:,} / at {runs[0]['items']:,}"
+                         f" = {runs[-1]['peak_rss_mb'] / runs[0]['peak_rss_mb']:.3f}")
+    return "\n".join(lines)
+
+
+END = "<!-- plan_memory.py: figures end; notes written by hand below stay -->"
+
+
+def write_section(results: Path, figures: list[dict]) -> None:
+    """Replace this benchmark's figures in `results` (or add them at the end), keeping the
+    notes after them: speed.py writes the rest of that file, so the figures can always be
+    written again from their JSON (`--render`)."""
+    text = results.read_text() if results.exists() else ""
+    figures_text = (f"{HEADING}\n\n`python benchmarks/plan_memory.py` (see its docstring: a "
+                    "local folder of empty files, 1,000 per folder, one `--mask FILE`; each "
+                    "figure from a fresh process, peak RSS as Linux VmHWM).\n\n"
+                    + table(figures) + "\n" + END)
+    start = text.find(HEADING)
+    if start < 0:
+        text = text.rstrip("\n") + "\n\n" + figures_text + "\n"
+    else:
+        end = text.find(END, start)
+        text = text[:start] + figures_text + text[end + len(END):]
+    results.write_text(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
@@ -159,7 +197,15 @@ def main() -> None:
                         choices=["plan", "resume", "dry-run"])
     parser.add_argument("--folder", type=Path, default=Path("/tmp/inpaint-plan-memory"))
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--results", type=Path, help="write the figures' section into this "
+                        "markdown file (benchmarks/results/speed.md)")
+    parser.add_argument("--render", type=Path, help="measure nothing: write the section of "
+                        "figures saved with --json")
     args = parser.parse_args()
+    if args.render:
+        write_section(args.results or Path("benchmarks/results/speed.md"),
+                      json.loads(args.render.read_text()))
+        return
     args.folder.mkdir(parents=True, exist_ok=True)
     mask = watermark(args.folder)
     figures = []
@@ -178,18 +224,11 @@ def main() -> None:
                 shutil.rmtree(out / "_manifest")
             figures.append(figure)
             print(json.dumps(figure), flush=True)
-    print("\n| mode | items | peak RSS MB | RSS after imports MB | Arrow peak MB | seconds |")
-    print("|---|---|---|---|---|---|")
-    for f in figures:
-        print(f"| {f['mode']} | {f['items']:,} | {f['peak_rss_mb']:.0f} | {f['floor_rss_mb']:.0f}"
-              f" | {f['arrow_peak_mb']:.0f} | {f['seconds']:.1f} |")
-    for mode in args.modes:
-        peaks = [f["peak_rss_mb"] for f in figures if f["mode"] == mode]
-        if len(peaks) > 1:
-            print(f"{mode}: peak at {args.sizes[-1]:,} / at {args.sizes[0]:,} = "
-                  f"{peaks[-1] / peaks[0]:.3f}")
+    print("\n" + table(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
+    if args.results:
+        write_section(args.results, figures)
 
 
 if __name__ == "__main__":
