@@ -43,7 +43,12 @@ KEY_SEPARATOR = "/"
 
 
 class PlanNotWritten(RuntimeError):
-    """A shard or `plan.json` the storage would not take; `str()` says why and where."""
+    """A shard or `plan.json` the storage would not take; `str()` says why and where.
+    `refused`: for good (full, over quota, read-only, denied), not a failure that passes."""
+
+    def __init__(self, message: str, refused: bool):
+        super().__init__(message)
+        self.refused = refused
 
 
 def no_keys() -> pa.Array:
@@ -116,10 +121,10 @@ def _put(fs, path: str, data: bytes) -> None:
     try:
         storage.write_atomic(fs, path, data)
     except storage.WriteRefused as error:
-        raise PlanNotWritten(str(error)) from None
+        raise PlanNotWritten(str(error), refused=True) from None
     except (OSError, storage.StorageError) as error:
         raise PlanNotWritten(f"{type(error).__name__}: {error} writing "
-                             f"{storage.full_uri(fs, path)}") from None
+                             f"{storage.full_uri(fs, path)}", refused=False) from None
 
 
 def reuse(uri: str, made_from: str, storage_options: dict | None = None) -> Shards | None:

@@ -126,6 +126,10 @@ def _shards(settings: RunSettings, run_id: str, temporary: bool) -> plans.Shards
                 return reused
         return plans.write(_find_items(settings), where, made_from, settings.storage_options)
     except plans.PlanNotWritten as error:
+        if error.refused:  # a full OUT, as at any write of the run: exit status 5
+            raise RunStopped(f"stopped: the plan could not be written: {error}. Nothing was "
+                             "restored; free space (or restore write access) and run the "
+                             "same command again.") from None
         raise UsageError(f"cannot write the plan: {error}") from None
 
 

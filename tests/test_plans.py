@@ -154,3 +154,15 @@ def test_shards_are_joined_in_groups_and_keep_their_order(archive, monkeypatch):
     assert [(i.relative_path, d) for i, d in second.marked_items()] == [
         (ORDER[0], False), (ORDER[1], True), (ORDER[2], False)]
     assert (second.todo_count, second.done_count) == (2, 1)
+
+
+def test_an_out_too_full_for_the_plan_stops_before_any_work(archive, tmp_path):
+    from tests.disks import tmpfs
+
+    with tmpfs(tmp_path / "disk", "size=8k") as disk:
+        (disk / "filler").write_bytes(b"x" * 4096)  # one page left: the probe fits, not 2 files
+        settings = settings_of(archive).model_copy(update={"out": str(disk / "out")})
+        with pytest.raises(runner.RunStopped, match=r"^stopped: the plan could not be "
+                           r"written: no space left on device writing .*Nothing was restored"):
+            runner.plan(settings)
+        assert not list(disk.rglob(".tmp-*")), "a half-written shard was left"
