@@ -223,7 +223,7 @@ def test_scale_benchmark_runs_on_a_small_manifest(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_report_of_a_real_run_in_chromium(archive):
+def test_report_of_a_real_run_in_chromium(archive, local_ray):
     """A real `inpaint run` (local Ray, telea) with a broken photo and a hostile file
     name; its report renders in headless Chromium with every image loaded."""
     playwright = pytest.importorskip("playwright.sync_api")
@@ -278,7 +278,7 @@ def test_report_of_a_real_run_in_chromium(archive):
 
 
 @pytest.mark.slow
-def test_a_run_that_resume_skips_entirely_writes_no_report(archive):
+def test_a_run_that_resume_skips_entirely_writes_no_report(archive, local_ray):
     # What the README says: a run writes its report when it records at least one item.
     arguments = ["run", str(archive["images"]), "--masks", str(archive["masks"]), "--out",
                  str(archive["out"]), "--method", "telea"]

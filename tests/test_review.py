@@ -433,7 +433,8 @@ def clear_segment(detected: np.ndarray, length: int, margin: int) -> tuple:
 
 @pytest.mark.slow
 @pytest.mark.browser
-def test_reject_paint_save_in_chromium_then_rerun_restores_only_that_photo(tmp_path):
+def test_reject_paint_save_in_chromium_then_rerun_restores_only_that_photo(tmp_path,
+                                                                         local_ray):
     playwright = pytest.importorskip("playwright.sync_api")
     if not shutil.which("chromium") and not Path("/usr/bin/chromium").exists():
         pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
