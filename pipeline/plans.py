@@ -8,7 +8,7 @@ given the same `--run-id` again reuses a complete plan made from the same inputs
 second listing of a million-photo bucket); a finished run deletes its plan.
 
 Resume is a join, not a Python set: the shards' `item_id + input_fingerprint` keys against
-the done keys of the manifest (one Arrow string array, `pyarrow.compute.is_in`).
+the done keys of the manifest (Arrow strings, `pyarrow.compute.is_in`).
 """
 
 from __future__ import annotations
@@ -38,6 +38,8 @@ PLAN_FILE = "plan.json"
 # The settings a plan's items depend on (RunSettings fields).
 PLAN_INPUTS = ("images", "masks", "mask", "hand_masks", "out", "task", "limit", "input_format",
                "image_column", "mask_column", "key_column")
+# Resume keys as `manifest.done_keys` returns them (or `no_keys`).
+Keys = pa.Array | pa.ChunkedArray
 # Joins item_id and input_fingerprint into one resume key; neither holds it (hex digests).
 KEY_SEPARATOR = "/"
 
@@ -145,7 +147,7 @@ def keys(table: pa.Table) -> pa.ChunkedArray:
                                        table.column("input_fingerprint"), KEY_SEPARATOR)
 
 
-def done_masks(shards: Shards, done_keys: pa.Array) -> Iterator[pa.ChunkedArray | None]:
+def done_masks(shards: Shards, done_keys: Keys) -> Iterator[pa.ChunkedArray | None]:
     """Per shard, in plan order, which of its rows resume skips (None: none of them).
 
     `is_in` hashes its whole value set on every call, so shards are joined in groups of
@@ -185,7 +187,7 @@ class Counts:
     problems: int
 
 
-def count(shards: Shards, done_keys: pa.Array) -> Counts:
+def count(shards: Shards, done_keys: Keys) -> Counts:
     """How many items are to do, done, and to do with a pairing problem: one pass over the
     shards' key and problem columns."""
     todo = done = problems = 0
@@ -197,14 +199,14 @@ def count(shards: Shards, done_keys: pa.Array) -> Counts:
     return Counts(todo, done, problems)
 
 
-def marked(shards: Shards, done_keys: pa.Array) -> Iterator[tuple[Item, bool]]:
+def marked(shards: Shards, done_keys: Keys) -> Iterator[tuple[Item, bool]]:
     """Every item in plan order with whether resume skips it, one shard in memory."""
     for table, finished in zip(shards.tables(), done_masks(shards, done_keys), strict=True):
         flags = [False] * table.num_rows if finished is None else finished.to_pylist()
         yield from zip(items_of(table), flags, strict=True)
 
 
-def selected(shards: Shards, done_keys: pa.Array, done: bool) -> Iterator[Item]:
+def selected(shards: Shards, done_keys: Keys, done: bool) -> Iterator[Item]:
     """The items to do (`done=False`) or those resume skips, in plan order."""
     for table, finished in zip(shards.tables(), done_masks(shards, done_keys), strict=True):
         yield from items_of(_split(table, finished)[done])
@@ -233,11 +235,11 @@ class Plan:
     run_id: str
     params: str
     shards: Shards
-    done_keys: pa.Array
+    done_keys: Keys
     counts: Counts
 
     @classmethod
-    def counted(cls, run_id: str, params: str, shards: Shards, done_keys: pa.Array) -> Plan:
+    def counted(cls, run_id: str, params: str, shards: Shards, done_keys: Keys) -> Plan:
         return cls(run_id, params, shards, done_keys, count(shards, done_keys))
 
     @property
