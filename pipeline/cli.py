@@ -117,12 +117,15 @@ def print_plan(work) -> None:
     out.print(f"run {work.run_id}: {work.total} items found, {work.todo_count} to restore, "
               f"{work.done_count} already done (resume skips them), "
               f"{work.problem_count} with pairing problems", highlight=False)
-    for item in work.todo_items():  # streamed from the plan's shards, one at a time
+    # One plain line per item, streamed from the plan's shards: Rich's print costs 1.5 ms a
+    # line (25 minutes for a million items) and wraps paths at the console's width.
+    write = sys.stdout.write
+    for item in work.todo_items():
         state = (f"PROBLEM {item.problem}" if item.problem else
                  f"mask {item.mask_uri or 'to be detected'}")
-        out.print(f"  todo  {item.image_uri}  {state}", highlight=False, markup=False)
+        write(f"  todo  {item.image_uri}  {state}\n")
     for item in work.done_items():
-        out.print(f"  done  {item.image_uri}", highlight=False, markup=False)
+        write(f"  done  {item.image_uri}\n")
 
 
 @app.command("run")

@@ -114,8 +114,7 @@ def test_dry_run_lists_every_shard_and_writes_nothing(archive, two_per_shard, tm
     (tmp_path / "tmp").mkdir()
     result = CliRunner().invoke(app, ["run", str(archive["images"]), "--masks",
                                       str(archive["masks"]), "--out", str(archive["out"]),
-                                      "--dry-run", "--limit", "3"],
-                                 env={"COLUMNS": "1000"})  # one line per item
+                                      "--dry-run", "--limit", "3"])
     assert result.exit_code == 0, result.output
     assert "3 items found, 3 to restore, 0 already done" in result.output
     listed = [line.split()[1] for line in result.output.splitlines()
