@@ -19,7 +19,7 @@ imports (the floor), and Arrow's own peak allocation. Modes:
   against the manifest's done keys).
 - dry-run: `inpaint run --dry-run`, its listing printed to /dev/null.
 
-    python benchmarks/plan_memory.py                       # 100k and 1M, plan and resume
+    python benchmarks/plan_memory.py --results benchmarks/results/speed.md  # 100k, 1M; all
     python benchmarks/plan_memory.py --sizes 1000 2000 --modes plan dry-run
 """
 
@@ -193,7 +193,7 @@ def write_section(results: Path, figures: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--modes", nargs="+", default=["plan", "resume"],
+    parser.add_argument("--modes", nargs="+", default=["plan", "resume", "dry-run"],
                         choices=["plan", "resume", "dry-run"])
     parser.add_argument("--folder", type=Path, default=Path("/tmp/inpaint-plan-memory"))
     parser.add_argument("--json", type=Path, help="also write the figures here")
