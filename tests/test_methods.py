@@ -153,6 +153,27 @@ def test_blobs_start_from_the_patch_detail_and_narrower_holes_from_the_mirror():
         assert not np.array_equal(start, as_other.plan(photo, hole).start)
 
 
+@pytest.mark.parametrize("kind", ["strokes", "blob"])
+def test_a_second_fill_is_averaged_into_the_wide_holes_only(kind):
+    """`average_with` (strokes) and `blob_average_with` (blobs): the share of the second fill
+    in the wide holes; thin holes and known pixels keep what they had."""
+    photo = small_photo("coffee", 256).astype(np.float32)[:, :, :3] / 255
+    hole = synthetic_mask(kind, *photo.shape[:2], seed=2)
+    hole[-8, 10:120] = True  # a scratch: a thin hole the average must not touch
+    wide, _ = wide_holes(hole, 4.5)
+    prefix = "blob_" if kind == "blob" else ""
+    plain = load_method("tv", {"steps": 0}).fill(photo, hole).pixels
+    partner = load_method("tv", {"steps": 0, "init": "fsr", "blob_init": "fsr"}).fill(
+        photo, hole).pixels
+    averaged = load_method("tv", {"steps": 0, f"{prefix}average_with": "fsr",
+                                  f"{prefix}average_share": 0.25}).fill(photo, hole).pixels
+    assert not np.allclose(plain[wide], partner[wide], atol=0.01)
+    assert np.allclose(averaged[wide], 0.75 * plain[wide] + 0.25 * partner[wide], atol=1e-5)
+    assert np.array_equal(averaged[~wide], plain[~wide])
+    other = "average_with" if kind == "blob" else "blob_average_with"
+    assert np.array_equal(load_method("tv", {"steps": 0, other: "fsr"}).fill(photo, hole).pixels,
+                          plain)
+
 @pytest.mark.slow
 def test_quality_benchmark_runs(tmp_path: Path):
     script = Path(__file__).parents[1] / "benchmarks" / "quality.py"

@@ -44,6 +44,17 @@ class OptimizerParams(MethodParams):
         "least `coarse_radius` wide (blobs): chosen on each held-out half of the quality "
         "benchmark and better on the other (benchmarks/results/quality.md); `init` starts "
         "the narrower ones.")
+    average_with: Literal["none", "fsr", "patch"] = Field(
+        default="none", description="A second fill averaged into the optimised one in the "
+        "wide holes of crops narrower than `coarse_radius` (strokes): two fills whose errors "
+        "differ, averaged, are closer to the photo than either (`average_share` of it).")
+    average_share: float = Field(default=0.5, ge=0, le=1, description="The share of "
+                                 "`average_with` in the averaged fill.")
+    blob_average_with: Literal["none", "fsr", "patch"] = Field(
+        default="none", description="As `average_with`, for crops whose widest hole "
+        "reaches `coarse_radius` (blobs).")
+    blob_average_share: float = Field(default=0.5, ge=0, le=1, description="The share of "
+                                      "`blob_average_with` in the averaged fill.")
     blend_radius: float = Field(default=12.0, gt=0, description="Depth (px) over which "
                                 "the texture of blend, detail and mirror fades in.")
     mirror_depth: float = Field(default=16.0, gt=0, description="Mirrored detail is kept "
@@ -113,6 +124,15 @@ class Plan:
     weights: Weights | None = None
     octaves: int = 1
     finest: int = 0
+    partner: np.ndarray | None = None  # a second fill, averaged into the result
+    share: float = 0.0
+
+    def finish(self, pixels: np.ndarray) -> np.ndarray:
+        """The crop's final pixels: `share` of the partner fill in the (wide) hole."""
+        if self.partner is None:
+            return pixels
+        averaged = (1 - self.share) * pixels + self.share * self.partner
+        return np.where(self.hole[:, :, None], averaged, pixels).astype(np.float32)
 
     def bucket(self) -> tuple:
         """Crops with the same bucket can share forward passes."""
@@ -171,7 +191,9 @@ class TotalVariation(Method):
     def fill(self, image: np.ndarray, mask: np.ndarray) -> Fill:
         self.budget = Budget(self.params.time_budget_s)
         plan = self.plan(image, mask)
-        return self._optimise_together([plan])[0] if plan.weights else Fill(plan.start, 0, None)
+        if plan.weights is None:
+            return Fill(plan.finish(plan.start), 0, None)
+        return self._optimise_together([plan])[0]
 
     def _plan_image(self, image, mask, item: int, pending: list[Pending]) -> Canvas:
         canvas = self.canvas(image, mask)
@@ -179,7 +201,7 @@ class TotalVariation(Method):
         for box in canvas.boxes:
             plan = self.plan(*canvas.crop(box))
             if plan.weights is None:
-                canvas.paste(box, Fill(plan.start, 0, None))
+                canvas.paste(box, Fill(plan.finish(plan.start), 0, None))
             else:
                 waiting.append(Pending(item, canvas, box, plan))
         pending.extend(waiting)  # only once the whole image planned without error
@@ -191,14 +213,21 @@ class TotalVariation(Method):
         wide, radius = wide_holes(mask, params.thin_radius)
         if not wide.any():
             return Plan(smooth, wide)  # scratches only: pure smoothness
-        kind = params.blob_init if radius >= params.coarse_radius else params.init
-        start = np.where(wide[:, :, None],
-                         initial_fill(image, mask, params, smooth, self.seed, kind), smooth)
+        coarse = radius >= params.coarse_radius
+        kind = params.blob_init if coarse else params.init
+        sources: dict = {}
+        start = np.where(wide[:, :, None], initial_fill(image, mask, params, smooth,
+                                                        self.seed, kind, sources), smooth)
+        partner_kind, share = ((params.blob_average_with, params.blob_average_share) if coarse
+                               else (params.average_with, params.average_share))
+        partner = (initial_fill(image, mask, params, smooth, self.seed, partner_kind, sources)
+                   if partner_kind != "none" and share > 0 else None)
         if params.steps == 0:
-            return Plan(start, wide)
-        finest = max(params.finest_octave, int(radius >= params.coarse_radius))
+            return Plan(start, wide, partner=partner, share=share)
+        finest = max(params.finest_octave, int(coarse))
         octaves = params.octaves or 1 + max(0, int(math.log2(max(radius, 1) / 24)))
-        return Plan(start, wide, self.term_weights(radius), max(octaves, finest + 1), finest)
+        return Plan(start, wide, self.term_weights(radius), max(octaves, finest + 1), finest,
+                    partner, share)
 
     def _optimise(self, pending: list[Pending]) -> list[tuple[int, Exception]]:
         """Paste every optimised crop into its canvas; returns the items that failed.
@@ -242,8 +271,9 @@ class TotalVariation(Method):
                                   [plan.weights for plan in plans], schedule, self.seed,
                                   self.device, padding=[p[2] for p in padded],
                                   budget=self.budget, owners=owners or [0] * len(plans))
-        return [Fill(buckets.unpad(outcome.pixels, plan.hole.shape), outcome.iterations,
-                     outcome.loss) for plan, outcome in zip(plans, outcomes, strict=True)]
+        return [Fill(plan.finish(buckets.unpad(outcome.pixels, plan.hole.shape)),
+                     outcome.iterations, outcome.loss)
+                for plan, outcome in zip(plans, outcomes, strict=True)]
 
 
 class Hallucinate(TotalVariation):
@@ -273,23 +303,32 @@ class Hallucinate(TotalVariation):
 
 
 def initial_fill(image: np.ndarray, mask: np.ndarray, params: OptimizerParams,
-                 smooth: np.ndarray, seed: int = 0, kind: str | None = None) -> np.ndarray:
+                 smooth: np.ndarray, seed: int = 0, kind: str | None = None,
+                 sources: dict | None = None) -> np.ndarray:
     """The fill the optimisation starts from (`kind`, `params.init` by default); `smooth` is
-    the biharmonic fill; `seed` decides the random draws of `patch`."""
+    the biharmonic fill; `seed` decides the random draws of `patch`. `sources` keeps the
+    FSR and patch fills computed, for a second call on the same crop (the averaged fill)."""
     kind = kind or params.init
+    sources = {} if sources is None else sources
+
+    def source(name: str) -> np.ndarray:
+        if name not in sources:
+            sources[name] = (patch_fill(image, mask, seed) if name == "patch"
+                             else fsr_fill(image, mask))
+        return sources[name]
+
     # How deep each hole pixel lies: texture fades in from the border over `blend_radius`.
     distance = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 5)
     share = np.clip(distance / params.blend_radius, 0, 1)[:, :, None]
     if kind == "fsr":
-        filled = fsr_fill(image, mask)
+        filled = source("fsr")
     elif kind in ("blend", "detail", "patch-detail"):
         # Biharmonic continues edges across the border; FSR brings texture to the middle.
         # FSR's coarse part can be off-palette blocks (green in a stained slide, black in a
         # fundus), so `detail` takes only its fine detail on top of the biharmonic fill;
         # `patch-detail` does the same with the patch synthesis, whose coarse part can copy
         # the wrong structure (fur into an eye).
-        textured = patch_fill(image, mask, seed) if kind == "patch-detail" else fsr_fill(
-            image, mask)
+        textured = source("patch" if kind == "patch-detail" else "fsr")
         if kind == "blend":
             filled = (1 - share) * smooth + share * textured
         else:
@@ -301,7 +340,7 @@ def initial_fill(image: np.ndarray, mask: np.ndarray, params: OptimizerParams,
                                  params.detail_sigma)
         filled = np.clip(smooth + share * fade_out * detail, 0, 1)
     elif kind == "patch":
-        filled = patch_fill(image, mask, seed)
+        filled = source("patch")
     elif kind == "telea":
         from pipeline.methods.opencv import Telea
 
