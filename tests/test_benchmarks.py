@@ -89,3 +89,22 @@ def test_real_detection_benchmark_runs_on_a_synthetic_photo(tmp_path):
                               str(ROOT / "benchmarks" / "results")],
                              cwd=ROOT, capture_output=True, text=True, timeout=400)
     assert refused.returncode != 0 and "inside the repository" in refused.stderr
+
+
+@pytest.mark.slow
+def test_plan_memory_benchmark_runs_on_tiny_sizes(tmp_path):
+    import json
+
+    results = tmp_path / "speed.md"
+    results.write_text("# Speed\n\n## Notes\n")
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "plan_memory.py"), "--sizes", "20",
+                    "30", "--folder", str(tmp_path / "archive"), "--json", str(tmp_path / "f.json"),
+                    "--results", str(results)], check=True, cwd=ROOT, capture_output=True,
+                   timeout=400)
+    figures = json.loads((tmp_path / "f.json").read_text())
+    assert [(f["mode"], f["items"]) for f in figures] == [
+        (mode, size) for size in (20, 30) for mode in ("plan", "resume", "dry-run")]
+    assert [(f["todo"], f["done"]) for f in figures if f["mode"] != "dry-run"] == [
+        (20, 0), (0, 20), (30, 0), (0, 30)]
+    text = results.read_text()
+    assert text.startswith("# Speed\n\n## Notes\n") and "| dry-run | 30 |" in text
