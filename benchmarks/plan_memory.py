@@ -21,6 +21,8 @@ imports (the floor), and Arrow's own peak allocation. Modes:
 
     python benchmarks/plan_memory.py --results benchmarks/results/speed.md  # 100k, 1M; all
     python benchmarks/plan_memory.py --sizes 1000 2000 --modes plan dry-run
+    python benchmarks/plan_memory.py --render benchmarks/results/plan_memory.json \
+        --results benchmarks/results/speed.md   # the section again, after speed.py wrote the file
 """
 
 from __future__ import annotations
