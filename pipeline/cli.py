@@ -174,10 +174,12 @@ def run_command(
     hand_masks: Annotated[str | None, typer.Option(help="With --masks auto: hand-made masks "
                                                         "that win over detection.")] = None,
     detector: Annotated[str, typer.Option(help="With --masks auto: damage detector "
-                                               "(auto|learned|infrared|tophat).")] = "auto",
+                                               "(auto|verified|learned|infrared|tophat; "
+                                               "verified for old prints' cracks and "
+                                               "scratches).")] = "auto",
     sensitivity: Annotated[float, typer.Option(help="With --masks auto: 0..1, higher flags "
-                                                    "more (learned: each 0.1 halves or doubles "
-                                                    "the odds asked for; infrared, tophat: a "
+                                                    "more (verified, learned: each 0.1 halves or "
+                                                    "doubles the odds; infrared, tophat: a "
                                                     "linear threshold).")] = 0.5,
     detect_scale: Annotated[float, typer.Option(help="With --masks auto: detect on the photo "
                                                      "shrunk by this factor (0.5 for scans at "
@@ -255,11 +257,12 @@ def detect_command(
     out: Annotated[str, typer.Option("--out", "-o", help="Where masks go (same relative "
                                                          "paths, .png, white = damage).")],
     method: Annotated[str, typer.Option(help="Detector: auto (infrared when the scan has an "
-                                             "IR channel, else learned), learned, infrared, "
-                                             "tophat.")] = "auto",
+                                             "IR channel, else learned), verified (old "
+                                             "prints' cracks, crackle and scratches), "
+                                             "learned, infrared, tophat.")] = "auto",
     sensitivity: Annotated[float, typer.Option(help="0..1, higher flags fainter damage "
-                                                    "(learned: each 0.1 halves or doubles the "
-                                                    "odds asked for; infrared, tophat: a "
+                                                    "(verified, learned: each 0.1 halves or "
+                                                    "doubles the odds; infrared, tophat: a "
                                                     "linear threshold).")] = 0.5,
     detect_scale: Annotated[float, typer.Option(help="Detect on the photo shrunk by this "
                                                      "factor: 0.5 for scans at twice 300-600 "

@@ -1,6 +1,7 @@
 """Find dust, scratches and hairs on scanned prints: a damage mask without drawing it by hand.
 
-Detectors, by name: `learned` (a small U-Net trained on synthetic damage over clean
+Detectors, by name: `verified` (local-contrast candidates kept by a small learned verifier,
+`pipeline.detectors.verified`), `learned` (a small U-Net trained on synthetic damage over clean
 photos, weights in `pipeline/assets/`), `infrared`
 (the scanner's IR channel: dust blocks infrared, dyes do not) and `tophat` (the naive
 morphological baseline, kept to measure against). `auto` picks `infrared` when the photo
@@ -19,8 +20,10 @@ from typing import Any
 import cv2
 import numpy as np
 
-DETECTORS = ("learned", "infrared", "tophat")
+DETECTORS = ("verified", "learned", "infrared", "tophat")
 DEFAULT_DETECTOR = "auto"
+# What `auto` runs on a photo without an IR channel.
+AUTO_DETECTOR = "learned"
 DEFAULT_SENSITIVITY = 0.5
 # The learned detector knows damage at the size a 300-600 dpi scan of a print shows it (specks
 # 1-4 px, scratches 1-3 px wide). Scans at higher dpi show it larger: detect at 0.5 for twice
@@ -68,8 +71,10 @@ def detect(image: np.ndarray, method: str = DEFAULT_DETECTOR,
     if scale < 1:
         return detect_shrunk(image, method, sensitivity, infrared, device, scale)
     if method == "auto":
-        method = "infrared" if infrared is not None else "learned"
-    if method == "learned":
+        method = "infrared" if infrared is not None else AUTO_DETECTOR
+    if method == "verified":
+        mask = verified_mask(image, sensitivity)
+    elif method == "learned":
         mask = learned_mask(float_image(image), sensitivity, device)
     elif method == "infrared":
         if infrared is None:
@@ -184,8 +189,13 @@ def load_weights() -> dict[str, Any]:
     return weights
 
 
-def weights_id() -> str:
-    """The shipped net's identity (start of its file's sha256), recorded in params."""
+def weights_id(detector: str = "learned") -> str:
+    """The identity of the shipped weights `detector` runs (start of their file's sha256),
+    recorded in params; `auto` runs AUTO_DETECTOR's when the photo has no IR channel."""
+    if (AUTO_DETECTOR if detector == "auto" else detector) == "verified":
+        from pipeline.detectors.verified import verifier_id
+
+        return verifier_id()
     return str(load_weights()["sha256"])[:16]
 
 
@@ -310,6 +320,18 @@ def is_straight_line(component: np.ndarray) -> bool:
     deviation = np.abs(offsets[:, 0] * direction_x - offsets[:, 1] * direction_y)
     on_line = deviation <= PICTURE_LINE_DEVIATION
     return bool(on_line.sum() >= PICTURE_LINE_LENGTH and on_line.mean() >= PICTURE_LINE_SHARE)
+
+
+# --- verified --------------------------------------------------------------------------
+
+
+def verified_mask(image: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY) -> np.ndarray:
+    """Candidates the shipped verifier takes for damage; sensitivity moves its calibrated
+    threshold as it moves the learned net's (each 0.1 halves or doubles the odds)."""
+    from pipeline.detectors import verified
+
+    calibrated = float(verified.load_verifier()["threshold"])
+    return verified.verified_mask(image, calibrated - (sensitivity - 0.5) * 10 * np.log(2.0))
 
 
 # --- infrared --------------------------------------------------------------------------

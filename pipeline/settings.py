@@ -46,7 +46,7 @@ class RunSettings(BaseModel):
         default=None, description="Parquet column of each row's key (default 'key' if there).")
     task: Literal["restore", "detect"] = Field(
         default="restore", description="'detect' writes damage masks to OUT instead.")
-    detector: Literal["auto", "learned", "infrared", "tophat"] = Field(
+    detector: Literal["auto", "verified", "learned", "infrared", "tophat"] = Field(
         default="auto", description="Damage detector (pipeline.detect.DETECTORS).")
     sensitivity: float = Field(default=0.5, ge=0, le=1, description="Detector sensitivity.")
     detect_scale: float = Field(
@@ -129,11 +129,11 @@ class RunSettings(BaseModel):
         detection = {"detector": self.detector, "sensitivity": self.sensitivity,
                      "detect_scale": self.detect_scale}
         detecting = self.task == "detect" or self.masks == "auto"
-        if detecting and self.detector in ("auto", "learned"):
-            # A retrained net finds other damage: resume must redo what the old one detected.
+        if detecting and self.detector in ("auto", "verified", "learned"):
+            # Retrained weights find other damage: resume must redo what the old ones found.
             from pipeline.detect import weights_id
 
-            detection["detector_weights"] = weights_id()
+            detection["detector_weights"] = weights_id(self.detector)
         if self.task == "detect":
             return {"task": "detect", **detection, "max_pixels": self.max_pixels}
         # Detection decides the masks of `--masks auto`, so its settings decide the output.

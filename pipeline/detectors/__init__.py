@@ -1,0 +1,1 @@
+"""Damage detectors, one module each; `pipeline.detect` picks one by name and runs it."""

@@ -1,0 +1,263 @@
+"""Damage as a restorer marks it: pixels that stand out from their neighbourhood (candidates),
+kept where a small learned verifier, which sees each candidate's defect whole (its length,
+branching, contrast, colour) and its surroundings (texture, edges), takes it for damage.
+
+Real damage on old prints is mostly lighter or darker than what lies around it by a few levels
+and narrow: cracks, crackle, scratches, specks, flaked emulsion. A median filter finds all of
+that and much picture too (eyes, highlights, fabric, flowers); the verifier tells them apart.
+Its weights (a 2-layer perceptron, a few thousand numbers) are in `pipeline/assets/`, trained by
+`benchmarks/train_verifier.py` on synthetic damage over clean photos.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+import cv2
+import numpy as np
+
+WEIGHTS_FILE = "damage_verifier.npz"
+# Median windows of the local contrast: 7 px finds cracks and specks up to ~3 px wide, 21 px
+# wider cracks and blotches, 41 px flaked emulsion and stains.
+SMALL, LARGE, WIDE = 7, 21, 41
+# A wider window's contrast is compared at this share: its background is further away, so the
+# same defect stands out more.
+LARGE_FACTOR, WIDE_FACTOR = 2.2, 3.0
+# Hysteresis levels (8-bit levels) of the contrast: a candidate pixel stands LOW above (or
+# below) its median and joins one that stands HIGH; on grainy scans NOISE_LOW / NOISE_HIGH
+# times the grain's spread, so that grain is not every pixel.
+LOW, HIGH = 5.0, 11.0
+NOISE_LOW, NOISE_HIGH = 2.0, 4.0
+# Surroundings the features weigh: texture and candidate density within these windows (px).
+NEAR, FAR = 31, 95
+# What the prior network (ImageNet-trained EfficientNet-Lite0, `pipeline.prior`) makes of the
+# surroundings: its stride-4 and stride-8 features of the photo shrunk by ENCODER_SCALE (an
+# eye, a star, a spoon's highlight, a crack across a wall), ENCODER_CHANNELS numbers a pixel.
+# Weights trained without them (no "encoder" entry) leave them out.
+ENCODER_SCALE = 0.5
+ENCODER_CHANNELS = 24 + 40
+# Bands bound memory on large scans; the overlap covers the widest window and most defects.
+BAND_PIXELS = 4_000_000
+BAND_OVERLAP = 128
+
+
+@dataclass
+class Candidates:
+    """Candidate pixels of one photo and the maps their features are read from."""
+
+    mask: np.ndarray
+    small: np.ndarray
+    large: np.ndarray
+    background: np.ndarray
+    noise: float
+
+
+def levels(image: np.ndarray) -> np.ndarray:
+    """float32 HxW or HxWx3 in 8-bit levels (0-255), whatever the depth; alpha dropped."""
+    scale = 255.0 / 65535.0 if image.dtype == np.uint16 else 1.0
+    pixels = image.astype(np.float32) * scale
+    if pixels.ndim == 3:
+        pixels = pixels[:, :, 0] if pixels.shape[2] in (1, 2) else pixels[:, :, :3]
+    return np.ascontiguousarray(pixels)
+
+
+def luminance(pixels: np.ndarray) -> np.ndarray:
+    if pixels.ndim == 2:
+        return pixels
+    return np.ascontiguousarray(pixels @ np.float32([0.299, 0.587, 0.114]))
+
+
+def grain(gray: np.ndarray) -> float:
+    """The photo's grain in levels: robust spread of gray minus its 3-px median (+0.5 for
+    8-bit rounding), from a sample of rows so that it costs little on big scans."""
+    rows = gray[:: max(1, gray.shape[0] // 256)]
+    detail = rows - cv2.medianBlur(as_uint8(rows), 3).astype(np.float32)
+    return float(1.4826 * np.median(np.abs(detail))) + 0.5
+
+
+def as_uint8(gray: np.ndarray) -> np.ndarray:
+    return np.clip(gray + 0.5, 0, 255).astype(np.uint8)
+
+
+def find_candidates(gray: np.ndarray) -> Candidates:
+    """Pixels lighter or darker than their median by LOW..HIGH levels (hysteresis), at two
+    window sizes."""
+    smooth = cv2.GaussianBlur(gray, (3, 3), 0.6)
+    quantized = as_uint8(gray)
+    small = smooth - cv2.medianBlur(quantized, SMALL).astype(np.float32)
+    background = cv2.medianBlur(quantized, LARGE).astype(np.float32)
+    large = smooth - background
+    noise = grain(gray)
+    strength = np.maximum(np.abs(small), np.abs(large) / LARGE_FACTOR)
+    low, high = max(LOW, NOISE_LOW * noise), max(HIGH, NOISE_HIGH * noise)
+    return Candidates(hysteresis(strength, low, high), small, large, background, noise)
+
+
+def hysteresis(score: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Pixels above `low` connected to one above `high`."""
+    count, labels = cv2.connectedComponents((score > low).astype(np.uint8), connectivity=8)
+    sure = np.zeros(count, bool)
+    sure[np.unique(labels[score > high])] = True
+    sure[0] = False
+    return sure[labels]
+
+
+FEATURES = (
+    "small_over_grain", "large_over_grain", "small", "large", "defect_sign",
+    "defect_contrast", "defect_contrast_spread", "defect_abs_contrast", "log_area",
+    "log_length", "log_extent", "log_extent_share", "box_fill", "length_per_area",
+    "log_branches", "log_ends", "branches_per_length", "background_gradient", "texture",
+    "density_near", "density_far", "chroma_excess", "background_chroma", "level",
+    "background_level", "log_border_distance", "log_area_share", "log_grain",
+)
+
+
+def candidate_features(pixels: np.ndarray, found: Candidates) -> tuple[np.ndarray, tuple]:
+    """FEATURES of every candidate pixel (N x len(FEATURES) float32) and their (rows, cols)."""
+    from skimage.morphology import skeletonize
+
+    mask = found.mask
+    height, width = mask.shape
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), 8)
+    rows, cols = np.nonzero(mask)
+    label = labels[rows, cols]
+    # Each defect's shape: skeleton length, its ends and branch points.
+    skeleton = skeletonize(mask)
+    neighbours = cv2.filter2D(skeleton.astype(np.uint8), -1, np.ones((3, 3), np.float32))
+    skeleton_labels = labels[skeleton]
+    skeleton_neighbours = neighbours[skeleton] - 1
+    length = np.bincount(skeleton_labels, minlength=count).astype(np.float32)
+    ends = np.bincount(skeleton_labels[skeleton_neighbours == 1], minlength=count)
+    branches = np.bincount(skeleton_labels[skeleton_neighbours >= 3], minlength=count)
+    area = stats[:, 4].astype(np.float32)
+    extent = np.maximum(stats[:, 2], stats[:, 3]).astype(np.float32)
+    box = (stats[:, 2] * stats[:, 3]).astype(np.float32)
+    # Each defect's contrast: its mean, spread and mean magnitude over its pixels.
+    small = found.small[rows, cols]
+    per_area = np.maximum(area, 1)
+    mean = np.bincount(label, small, count) / per_area
+    spread = np.sqrt(np.maximum(np.bincount(label, small ** 2, count) / per_area - mean ** 2, 0))
+    magnitude = np.bincount(label, np.abs(small), count) / per_area
+    # Surroundings: the background's edges, texture, how crowded with candidates it is.
+    gradient = cv2.magnitude(cv2.Sobel(found.background, cv2.CV_32F, 1, 0, ksize=3),
+                             cv2.Sobel(found.background, cv2.CV_32F, 0, 1, ksize=3)) / 8
+    texture = cv2.blur(np.abs(found.small), (NEAR, NEAR))
+    crowd = mask.astype(np.float32)
+    near, far = cv2.blur(crowd, (NEAR, NEAR)), cv2.blur(crowd, (FAR, FAR))
+    # Colour: paper showing through is neutral, a highlight keeps its object's colour.
+    if pixels.ndim == 3:
+        chroma = pixels.max(2) - pixels.min(2)
+    else:
+        chroma = np.zeros((height, width), np.float32)
+    background_chroma = cv2.medianBlur(as_uint8(chroma), LARGE).astype(np.float32)
+    gray = luminance(pixels)
+    border = np.minimum(np.minimum(rows, height - 1 - rows), np.minimum(cols, width - 1 - cols))
+    noise = found.noise
+    columns = [
+        small / noise, found.large[rows, cols] / noise, small / 32, found.large[rows, cols] / 32,
+        np.sign(mean[label]), np.abs(mean[label]) / 32, spread[label] / 32,
+        magnitude[label] / 32, np.log1p(area[label]), np.log1p(length[label]),
+        np.log1p(extent[label]), np.log1p(extent[label] / max(height, width) * 100),
+        area[label] / np.maximum(box[label], 1), length[label] / per_area[label],
+        np.log1p(branches[label]), np.log1p(ends[label]),
+        branches[label] / np.maximum(length[label], 1) * 10, gradient[rows, cols] / 16,
+        texture[rows, cols] / noise / 4, near[rows, cols], far[rows, cols],
+        (chroma[rows, cols] - background_chroma[rows, cols]) / 32,
+        background_chroma[rows, cols] / 64, gray[rows, cols] / 255,
+        found.background[rows, cols] / 255, np.log1p(border.astype(np.float32)),
+        np.log1p(area[label] / (height * width) * 1e4),
+        np.full(len(rows), np.log(noise), np.float32),
+    ]
+    return np.stack(columns, 1).astype(np.float32), (rows, cols)
+
+
+def encoder_features(pixels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """The prior network's stride-4 and stride-8 features (of the photo shrunk by
+    ENCODER_SCALE) at each candidate pixel, nearest cell (N x ENCODER_CHANNELS float32)."""
+    import torch
+
+    from pipeline.prior import load_prior
+
+    prior = load_prior()
+    height, width = pixels.shape[:2]
+    size = (max(8, round(width * ENCODER_SCALE)), max(8, round(height * ENCODER_SCALE)))
+    small = cv2.resize(pixels, size, interpolation=cv2.INTER_AREA) / 255.0
+    rgb = np.dstack([small] * 3) if small.ndim == 2 else small
+    batch = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), np.float32))[None]
+    with torch.inference_mode():
+        maps = prior.features(prior.normalize(batch), 2)
+    columns = []
+    for grid in maps:
+        grid = grid[0].float().numpy()
+        y = np.minimum((rows * grid.shape[1]) // height, grid.shape[1] - 1)
+        x = np.minimum((cols * grid.shape[2]) // width, grid.shape[2] - 1)
+        columns.append(grid[:, y, x].T)
+    return np.concatenate(columns, 1).astype(np.float32)
+
+
+def all_features(pixels: np.ndarray, found: Candidates, encoder: bool) -> tuple[np.ndarray,
+                                                                                  tuple]:
+    """candidate_features, with encoder_features beside them when `encoder`."""
+    features, (rows, cols) = candidate_features(pixels, found)
+    if encoder:
+        features = np.concatenate([features, encoder_features(pixels, rows, cols)], 1)
+    return features, (rows, cols)
+
+
+@lru_cache(maxsize=1)
+def load_verifier() -> dict[str, np.ndarray]:
+    """The shipped verifier (numpy arrays, its calibrated threshold and sha256), read once."""
+    data = resources.files("pipeline.assets").joinpath(WEIGHTS_FILE).read_bytes()
+    with np.load(io.BytesIO(data)) as saved:
+        weights = {name: saved[name] for name in saved.files}
+    weights["sha256"] = np.array(hashlib.sha256(data).hexdigest())
+    return weights
+
+
+def verifier_id() -> str:
+    """The shipped verifier's identity (start of its file's sha256), recorded in params."""
+    return str(load_verifier()["sha256"])[:16]
+
+
+def damage_odds(features: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
+    """The perceptron's log-odds of damage for each row of features."""
+    hidden = (features - weights["mean"]) / weights["std"]
+    layer = 0
+    while f"w{layer + 1}" in weights:
+        hidden = np.maximum(hidden @ weights[f"w{layer}"] + weights[f"b{layer}"], 0)
+        layer += 1
+    return (hidden @ weights[f"w{layer}"] + weights[f"b{layer}"])[:, 0]
+
+
+def verified_mask(image: np.ndarray, log_odds: float, weights: dict | None = None) -> np.ndarray:
+    """Candidates the verifier scores above `log_odds`, in row bands on large scans."""
+    weights = weights or load_verifier()
+    pixels = levels(image)
+    height, width = pixels.shape[:2]
+    band = max(64, BAND_PIXELS // max(width, 1))
+    if height <= band + BAND_OVERLAP:
+        return band_mask(pixels, log_odds, weights)
+    mask = np.zeros((height, width), bool)
+    for top in range(0, height, band):
+        y0, y1 = max(0, top - BAND_OVERLAP), min(height, top + band + BAND_OVERLAP)
+        found = band_mask(pixels[y0:y1], log_odds, weights)
+        mask[top:top + band] = found[top - y0:top - y0 + min(band, height - top)]
+    return mask
+
+
+def band_mask(pixels: np.ndarray, log_odds: float, weights: dict) -> np.ndarray:
+    return odds_map(pixels, weights) > log_odds
+
+
+def odds_map(pixels: np.ndarray, weights: dict) -> np.ndarray:
+    """The verifier's log-odds of damage at every candidate pixel (-inf elsewhere)."""
+    found = find_candidates(luminance(pixels))
+    odds = np.full(found.mask.shape, -np.inf, np.float32)
+    if found.mask.any():
+        features, (rows, cols) = all_features(pixels, found, "encoder" in weights)
+        odds[rows, cols] = damage_odds(features, weights)
+    return odds
