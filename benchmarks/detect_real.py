@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import itertools
 import tempfile
 import time
 from pathlib import Path
@@ -91,11 +92,11 @@ def figure(pixels: np.ndarray, found: np.ndarray, true: np.ndarray, restored: np
     write_uri(str(path), cv2.imencode(".png", cv2.cvtColor(row, cv2.COLOR_RGB2BGR))[1].tobytes())
 
 
-def measure(pixels: np.ndarray, true: np.ndarray, sensitivity: float,
+def measure(pixels: np.ndarray, true: np.ndarray, detector: str, sensitivity: float,
             scale: float) -> tuple[dict[str, float], np.ndarray]:
-    started = time.perf_counter()
-    found = detect(pixels, DEFAULT_DETECTOR, sensitivity, scale=scale).mask
-    seconds = time.perf_counter() - started
+    started = time.process_time()
+    found = detect(pixels, detector, sensitivity, scale=scale).mask
+    seconds = time.process_time() - started
     scores = mask_scores(found, true, TOLERANCE)
     return scores | {"flagged": float(found.mean()), "marked": float(true.mean()),
                      "found_pixels": float(found.sum()), "true_pixels": float(true.sum()),
@@ -135,11 +136,15 @@ def main() -> None:
                         help="Local folder of the photos (a.png .. d.png).")
     parser.add_argument("--masks", type=Path, default=MASKS,
                         help="Folder of the true masks, one <photo stem>.png each.")
+    parser.add_argument("--detectors", nargs="+", default=[DEFAULT_DETECTOR],
+                        help="Detectors to score (auto: what `--masks auto` runs).")
     parser.add_argument("--sensitivity", type=float, nargs="+", default=[0.5, 0.9])
     parser.add_argument("--detect-scale", type=float, default=1.0,
                         help="Detect on the photo shrunk by this factor (`--detect-scale`).")
     parser.add_argument("--figures", type=Path, default=FIGURES,
                         help="Local folder for the figures (never inside the repository).")
+    parser.add_argument("--no-figures", dest="figures_too", action="store_false",
+                        help="Score only (the figures' fills take most of the time).")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     figures = outside_repo(args.figures)
@@ -151,13 +156,17 @@ def main() -> None:
     lines = ["# Detection on real damaged prints", "",
              f"Photos: `test_images/old_w_scratch/` of microsoft/Bringing-Old-Photos-Back-to-Life "
              f"({', '.join(stems)}; not in this repository); true masks: hand annotations in "
-             "`benchmarks/real/masks` (see benchmarks/real/README.md). Detector: "
-             f"`{DEFAULT_DETECTOR}` (the learned one), `--detect-scale {args.detect_scale}`. "
+             "`benchmarks/real/masks` (see benchmarks/real/README.md). Detectors: "
+             f"{', '.join(f'`{name}`' for name in args.detectors)} (auto: what `--masks auto` "
+             f"runs, `{detect(np.zeros((8, 8), np.uint8)).detector}`), `--detect-scale "
+             f"{args.detect_scale}`. "
              f"Pixel scores with a {TOLERANCE}-px tolerance; pooled: all photos' pixels "
              "together. flagged: share of the photo the detector marks; marked: share the "
-             "annotation marks. s/MP: detection only, torch and OpenCV on one thread, on a "
-             "2-core machine shared with other jobs. Command: `python benchmarks/detect_real.py "
-             f"--photos DIR --sensitivity {' '.join(map(str, args.sensitivity))}"
+             "annotation marks. s/MP: detection only, CPU seconds of the process with torch and "
+             "OpenCV on one thread (the wall clock on a 2-core machine shared with other jobs "
+             "says more about the others). Command: `python benchmarks/detect_real.py "
+             f"--photos DIR --detectors {' '.join(args.detectors)} "
+             f"--sensitivity {' '.join(map(str, args.sensitivity))}"
              f"{'' if args.detect_scale == 1 else f' --detect-scale {args.detect_scale}'}`.", ""]
     photos = {}
     for stem in stems:
@@ -166,21 +175,22 @@ def main() -> None:
         check_same_photo(path, data, args.masks)
         pixels = imageio.decode(data, MAX_PIXELS).pixels
         photos[stem] = (pixels, read_mask(args.masks / f"{stem}.png", pixels.shape[:2]))
-    # Load the net before the clock starts: s/MP is the per-photo cost, not start-up.
-    detect(next(iter(photos.values()))[0], DEFAULT_DETECTOR, args.sensitivity[0],
-           scale=args.detect_scale)
-    for sensitivity in args.sensitivity:
+    for detector, sensitivity in itertools.product(args.detectors, args.sensitivity):
+        # Load the net before the clock starts: s/MP is the per-photo cost, not start-up.
+        detect(next(iter(photos.values()))[0], detector, sensitivity, scale=args.detect_scale)
         rows = []
-        lines += [f"## sensitivity {sensitivity}", "",
+        lines += [f"## {detector}, sensitivity {sensitivity}", "",
                   "| photo | precision | recall | f1 | flagged | marked | s/MP |",
                   "|---|---|---|---|---|---|---|"]
         for stem, (pixels, true) in photos.items():
-            row, found = measure(pixels, true, sensitivity, args.detect_scale)
+            row, found = measure(pixels, true, detector, sensitivity, args.detect_scale)
             rows.append(row)
             lines.append(table_row(stem, row))
-            print(table_row(stem, row), flush=True)
-            restored = fill(pixels, found)
-            figure(pixels, found, true, restored, figures / f"{stem}-sensitivity{sensitivity}.png")
+            print(detector, table_row(stem, row), flush=True)
+            if args.figures_too:
+                restored = fill(pixels, found)
+                figure(pixels, found, true, restored,
+                       figures / f"{stem}-{detector}-sensitivity{sensitivity}.png")
         lines += [table_row("**pooled**", pooled(rows)), ""]
     lines.append(f"Restored panels of the figures: `{FILL}` with the found mask.")
     write_uri(str(args.out), ("\n".join(lines) + "\n").encode())

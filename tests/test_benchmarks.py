@@ -83,7 +83,7 @@ def test_real_detection_benchmark_runs_on_a_synthetic_photo(tmp_path):
     precision, recall, f1 = (float(cell) for cell in row.split("|")[2:5])
     assert 0 <= precision <= 1 and 0 <= recall <= 1 and 0 <= f1 <= 1
     assert "| **pooled** |" in table
-    shown = cv2.imread(str(tmp_path / "figures" / "syn-sensitivity0.5.png"))
+    shown = cv2.imread(str(tmp_path / "figures" / "syn-auto-sensitivity0.5.png"))
     assert shown.shape == (height, 4 * width + 3 * 6, 3)  # photo | found | true | restored
     refused = subprocess.run([sys.executable, script, *common, "--figures",
                               str(ROOT / "benchmarks" / "results")],
