@@ -20,6 +20,8 @@ from importlib import resources
 import cv2
 import numpy as np
 
+from pipeline.detect import float_image, luminance
+
 WEIGHTS_FILE = "damage_verifier.npz"
 # Median windows of the local contrast: 7 px finds cracks and specks up to ~3 px wide, 21 px
 # wider cracks and blotches, 41 px flaked emulsion and stains.
@@ -58,17 +60,7 @@ class Candidates:
 
 def levels(image: np.ndarray) -> np.ndarray:
     """float32 HxW or HxWx3 in 8-bit levels (0-255), whatever the depth; alpha dropped."""
-    scale = 255.0 / 65535.0 if image.dtype == np.uint16 else 1.0
-    pixels = image.astype(np.float32) * scale
-    if pixels.ndim == 3:
-        pixels = pixels[:, :, 0] if pixels.shape[2] in (1, 2) else pixels[:, :, :3]
-    return np.ascontiguousarray(pixels)
-
-
-def luminance(pixels: np.ndarray) -> np.ndarray:
-    if pixels.ndim == 2:
-        return pixels
-    return np.ascontiguousarray(pixels @ np.float32([0.299, 0.587, 0.114]))
+    return float_image(image) * np.float32(255)
 
 
 def grain(gray: np.ndarray) -> float:
