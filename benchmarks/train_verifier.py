@@ -54,14 +54,11 @@ from train_detector import (
 
 from pipeline.damage import Damage, add_damage, add_print_damage, mask_scores
 from pipeline.detectors.verified import (
-    ENCODER_CHANNELS,
     ENCODER_SCALE,
     FEATURES,
     WEIGHTS_FILE,
-    all_features,
-    find_candidates,
+    described_candidates,
     levels,
-    luminance,
     odds_map,
 )
 
@@ -95,12 +92,7 @@ def resized(rgb: np.ndarray, side: float) -> np.ndarray:
 def examples(image: np.ndarray, true: np.ndarray,
              encoder: bool) -> tuple[np.ndarray, np.ndarray]:
     """Features and labels of a photo's candidate pixels, the blur ring around damage left out."""
-    pixels = levels(image)
-    found = find_candidates(luminance(pixels))
-    if not found.mask.any():
-        width = len(FEATURES) + (ENCODER_CHANNELS if encoder else 0)
-        return np.zeros((0, width), np.float32), np.zeros(0, np.float32)
-    features, (rows, cols) = all_features(pixels, found, encoder)
+    features, (rows, cols) = described_candidates(levels(image), encoder)
     ring = (cv2.dilate(true.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & ~true
     keep = ~ring[rows, cols]
     return features[keep], true[rows, cols][keep].astype(np.float32)

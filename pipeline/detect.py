@@ -179,10 +179,11 @@ def build_net(widths: tuple[int, ...]):
     return UNet()
 
 
-@lru_cache(maxsize=1)
-def load_weights() -> dict[str, Any]:
-    """The shipped net (numpy arrays, plus its calibrated threshold), read once per process."""
-    data = resources.files("pipeline.assets").joinpath(WEIGHTS_FILE).read_bytes()
+@lru_cache(maxsize=4)
+def load_weights(file: str = WEIGHTS_FILE) -> dict[str, Any]:
+    """Shipped weights in `pipeline/assets/` (numpy arrays, their calibrated threshold, and
+    the file's sha256), read once per process: the net's by default."""
+    data = resources.files("pipeline.assets").joinpath(file).read_bytes()
     with np.load(io.BytesIO(data)) as saved:
         weights = {name: saved[name] for name in saved.files}
     weights["sha256"] = hashlib.sha256(data).hexdigest()
@@ -223,14 +224,23 @@ def net_input(pixels: np.ndarray) -> np.ndarray:
 
 def damage_probability(pixels: np.ndarray, device: str = "cpu") -> np.ndarray:
     """Per-pixel probability of damage (float32 HxW), in row bands to bound memory."""
-    height, width = pixels.shape[:2]
-    out = np.zeros((height, width), np.float32)
-    band = max(GRID, TILE * TILE // max(width, 1) // GRID * GRID)
+    band = max(GRID, TILE * TILE // max(pixels.shape[1], 1) // GRID * GRID)
     net = load_net(device)
+    return in_bands(pixels, band, TILE_OVERLAP, lambda part: net_probability(net, part, device))
+
+
+def in_bands(pixels: np.ndarray, band: int, overlap: int, score) -> np.ndarray:
+    """`score` (an HxW map of a part of the photo) over the whole photo, run on row bands of
+    `band` rows that each see `overlap` more rows above and below, so that a detector's
+    context does not end at a seam; each band keeps its own rows of the map."""
+    height = pixels.shape[0]
+    out = None
     for top in range(0, height, band):
-        y0, y1 = max(0, top - TILE_OVERLAP), min(height, top + band + TILE_OVERLAP)
-        probability = net_probability(net, pixels[y0:y1], device)
-        out[top:top + band] = probability[top - y0:top - y0 + min(band, height - top)]
+        y0, y1 = max(0, top - overlap), min(height, top + band + overlap)
+        part = score(pixels[y0:y1])
+        if out is None:
+            out = np.zeros((height, *part.shape[1:]), part.dtype)
+        out[top:top + band] = part[top - y0:top - y0 + min(band, height - top)]
     return out
 
 

@@ -11,24 +11,21 @@ Its weights (a 2-layer perceptron, a few thousand numbers) are in `pipeline/asse
 
 from __future__ import annotations
 
-import hashlib
-import io
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 
 import cv2
 import numpy as np
 
-from pipeline.detect import float_image, luminance
+from pipeline.detect import float_image, hysteresis, in_bands, load_weights, luminance
 
 WEIGHTS_FILE = "damage_verifier.npz"
 # Median windows of the local contrast: 7 px finds cracks and specks up to ~3 px wide, 21 px
-# wider cracks and blotches, 41 px flaked emulsion and stains.
-SMALL, LARGE, WIDE = 7, 21, 41
-# A wider window's contrast is compared at this share: its background is further away, so the
-# same defect stands out more.
-LARGE_FACTOR, WIDE_FACTOR = 2.2, 3.0
+# wider cracks and blotches. (A third, 41-px window for wide flakes was tried: on clean
+# digital photos it joined the candidates into regions the verifier could not judge.)
+SMALL, LARGE = 7, 21
+# The wider window's contrast is compared at this share: its background is further away, so
+# the same defect stands out more.
+LARGE_FACTOR = 2.2
 # Hysteresis levels (8-bit levels) of the contrast: a candidate pixel stands LOW above (or
 # below) its median and joins one that stands HIGH; on grainy scans NOISE_LOW / NOISE_HIGH
 # times the grain's spread, so that grain is not every pixel.
@@ -51,6 +48,7 @@ BAND_OVERLAP = 128
 class Candidates:
     """Candidate pixels of one photo and the maps their features are read from."""
 
+    gray: np.ndarray
     mask: np.ndarray
     small: np.ndarray
     large: np.ndarray
@@ -86,16 +84,7 @@ def find_candidates(gray: np.ndarray) -> Candidates:
     noise = grain(gray)
     strength = np.maximum(np.abs(small), np.abs(large) / LARGE_FACTOR)
     low, high = max(LOW, NOISE_LOW * noise), max(HIGH, NOISE_HIGH * noise)
-    return Candidates(hysteresis(strength, low, high), small, large, background, noise)
-
-
-def hysteresis(score: np.ndarray, low: float, high: float) -> np.ndarray:
-    """Pixels above `low` connected to one above `high`."""
-    count, labels = cv2.connectedComponents((score > low).astype(np.uint8), connectivity=8)
-    sure = np.zeros(count, bool)
-    sure[np.unique(labels[score > high])] = True
-    sure[0] = False
-    return sure[labels]
+    return Candidates(gray, hysteresis(strength, low, high), small, large, background, noise)
 
 
 FEATURES = (
@@ -146,7 +135,7 @@ def candidate_features(pixels: np.ndarray, found: Candidates) -> tuple[np.ndarra
     else:
         chroma = np.zeros((height, width), np.float32)
     background_chroma = cv2.medianBlur(as_uint8(chroma), LARGE).astype(np.float32)
-    gray = luminance(pixels)
+    gray = found.gray
     border = np.minimum(np.minimum(rows, height - 1 - rows), np.minimum(cols, width - 1 - cols))
     noise = found.noise
     columns = [
@@ -191,23 +180,23 @@ def encoder_features(pixels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> 
     return np.concatenate(columns, 1).astype(np.float32)
 
 
-def all_features(pixels: np.ndarray, found: Candidates, encoder: bool) -> tuple[np.ndarray,
-                                                                                  tuple]:
-    """candidate_features, with encoder_features beside them when `encoder`."""
+def described_candidates(pixels: np.ndarray, encoder: bool) -> tuple[np.ndarray, tuple]:
+    """A photo's candidate pixels (of 8-bit `levels`): their features (candidate_features,
+    and encoder_features beside them when `encoder`; no rows where there are none) and
+    their (rows, cols)."""
+    found = find_candidates(luminance(pixels))
+    if not found.mask.any():
+        width = len(FEATURES) + (ENCODER_CHANNELS if encoder else 0)
+        return np.zeros((0, width), np.float32), (np.zeros(0, int), np.zeros(0, int))
     features, (rows, cols) = candidate_features(pixels, found)
     if encoder:
         features = np.concatenate([features, encoder_features(pixels, rows, cols)], 1)
     return features, (rows, cols)
 
 
-@lru_cache(maxsize=1)
 def load_verifier() -> dict[str, np.ndarray]:
     """The shipped verifier (numpy arrays, its calibrated threshold and sha256), read once."""
-    data = resources.files("pipeline.assets").joinpath(WEIGHTS_FILE).read_bytes()
-    with np.load(io.BytesIO(data)) as saved:
-        weights = {name: saved[name] for name in saved.files}
-    weights["sha256"] = np.array(hashlib.sha256(data).hexdigest())
-    return weights
+    return load_weights(WEIGHTS_FILE)
 
 
 def verifier_id() -> str:
@@ -229,27 +218,16 @@ def verified_mask(image: np.ndarray, log_odds: float, weights: dict | None = Non
     """Candidates the verifier scores above `log_odds`, in row bands on large scans."""
     weights = weights or load_verifier()
     pixels = levels(image)
-    height, width = pixels.shape[:2]
-    band = max(64, BAND_PIXELS // max(width, 1))
-    if height <= band + BAND_OVERLAP:
-        return band_mask(pixels, log_odds, weights)
-    mask = np.zeros((height, width), bool)
-    for top in range(0, height, band):
-        y0, y1 = max(0, top - BAND_OVERLAP), min(height, top + band + BAND_OVERLAP)
-        found = band_mask(pixels[y0:y1], log_odds, weights)
-        mask[top:top + band] = found[top - y0:top - y0 + min(band, height - top)]
-    return mask
-
-
-def band_mask(pixels: np.ndarray, log_odds: float, weights: dict) -> np.ndarray:
-    return odds_map(pixels, weights) > log_odds
+    band = max(64, BAND_PIXELS // max(pixels.shape[1], 1))
+    if pixels.shape[0] <= band + BAND_OVERLAP:  # one band sees it all
+        return odds_map(pixels, weights) > log_odds
+    return in_bands(pixels, band, BAND_OVERLAP, lambda part: odds_map(part, weights) > log_odds)
 
 
 def odds_map(pixels: np.ndarray, weights: dict) -> np.ndarray:
     """The verifier's log-odds of damage at every candidate pixel (-inf elsewhere)."""
-    found = find_candidates(luminance(pixels))
-    odds = np.full(found.mask.shape, -np.inf, np.float32)
-    if found.mask.any():
-        features, (rows, cols) = all_features(pixels, found, "encoder" in weights)
+    odds = np.full(pixels.shape[:2], -np.inf, np.float32)
+    features, (rows, cols) = described_candidates(pixels, "encoder" in weights)
+    if len(rows):
         odds[rows, cols] = damage_odds(features, weights)
     return odds
