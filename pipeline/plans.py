@@ -13,15 +13,19 @@ the done keys of the manifest (Arrow strings, `pyarrow.compute.is_in`).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import logging
+import os
+import posixpath
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from pipeline import storage
 from pipeline.discover import Item
@@ -280,5 +284,13 @@ class Plan:
         return [item for item in self.todo_items() if item.problem]
 
     def discard(self) -> None:
-        """Delete the shards: the run is finished, or the plan was a dry run's."""
+        """Delete the shards: the run is finished, or the plan was a dry run's. On a disk,
+        the `_plan` folder goes too when no other run's plan is left in it (an object store
+        has no empty folders to leave)."""
         self.shards.remove()
+        fs, path = storage.filesystem(self.shards.uri, self.shards.storage_options)
+        parent = posixpath.dirname(path.rstrip("/"))
+        if isinstance(fs, LocalFileSystem) and posixpath.basename(parent) == FOLDER:
+            # Not empty: another run's plan is there (or appeared meanwhile).
+            with contextlib.suppress(OSError):
+                os.rmdir(parent)

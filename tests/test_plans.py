@@ -133,7 +133,7 @@ def test_a_run_resumed_under_its_run_id_reuses_its_plan_and_deletes_it_at_the_en
     save(small_photo(), archive["images"] / "new.png")  # not in the plan being resumed
     summary = runner.run(settings)
     assert summary.counts == {"ok": 2} and summary.resumed == 1
-    assert not (archive["out"] / "_plan" / "r1").exists()
+    assert not (archive["out"] / "_plan").exists()  # no empty folder left in OUT either
     assert not (archive["out"] / "new.png").exists()
 
 
