@@ -78,17 +78,16 @@ from pipeline.damage import (
     mask_scores,
     outline_coverage,
 )
-from pipeline.detect import (
+from pipeline.detectors.learned import (
     WEIGHTS_FILE,
     build_net,
-    float_image,
-    hysteresis,
     net_from_weights,
     net_input,
     net_probability,
-    tophat_response,
     without_picture_lines,
 )
+from pipeline.detectors.maps import float_image, hysteresis
+from pipeline.detectors.tophat import tophat_response
 
 # Grey and colour photos with fine detail a detector must leave alone: text, coins,
 # grass and gravel texture, a face with hair, craters, a motorbike's chrome, a horse's

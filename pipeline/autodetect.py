@@ -15,7 +15,8 @@ import numpy as np
 from PIL import Image
 
 from pipeline import imageio, storage
-from pipeline.detect import Detection, DetectorError, detect, read_infrared
+from pipeline.detect import Detection, DetectorError, detect
+from pipeline.detectors.infrared import read_infrared
 from pipeline.discover import Item
 from pipeline.masks import encode_mask, hole_fraction
 from pipeline.settings import RunSettings

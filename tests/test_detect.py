@@ -12,16 +12,11 @@ import tifffile
 import torch
 
 from pipeline.damage import DamageParams, add_damage, mask_scores, synthetic_infrared
-from pipeline.detect import (
-    DetectorError,
-    count_defects,
-    detect,
-    detector_names,
-    gray_float,
-    read_infrared,
-    shifted,
-    tophat_response,
-)
+from pipeline.detect import DetectorError, count_defects, detect, detector_names
+from pipeline.detectors.infrared import read_infrared
+from pipeline.detectors.learned import shifted
+from pipeline.detectors.maps import gray_float
+from pipeline.detectors.tophat import tophat_response
 from pipeline.methods import inpaint
 from tests.conftest import small_photo
 
@@ -111,7 +106,7 @@ def test_the_net_reads_large_scans_in_bands_with_the_same_result(monkeypatch):
     damage = add_damage(small_photo("coffee", 160), seed=5, params=STRONG)
     whole = detect(damage.image).mask
     # Bands of 25 rows: the overlap covers the net's reach, so nothing changes at the seams.
-    monkeypatch.setattr("pipeline.detect.TILE", 64)
+    monkeypatch.setattr("pipeline.detectors.learned.TILE", 64)
     assert np.array_equal(detect(damage.image).mask, whole)
 
 

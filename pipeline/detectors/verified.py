@@ -16,7 +16,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.detect import float_image, hysteresis, in_bands, load_weights, luminance
+from pipeline.detectors.maps import (
+    DEFAULT_SENSITIVITY,
+    float_image,
+    hysteresis,
+    in_bands,
+    load_weights,
+    luminance,
+)
 
 WEIGHTS_FILE = "damage_verifier.npz"
 # Median windows of the local contrast: 7 px finds cracks and specks up to ~3 px wide, 21 px
@@ -212,6 +219,13 @@ def damage_odds(features: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndar
         hidden = np.maximum(hidden @ weights[f"w{layer}"] + weights[f"b{layer}"], 0)
         layer += 1
     return (hidden @ weights[f"w{layer}"] + weights[f"b{layer}"])[:, 0]
+
+
+def damage_mask(image: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY) -> np.ndarray:
+    """Candidates the shipped verifier takes for damage; sensitivity moves its calibrated
+    threshold as it moves the learned net's (each 0.1 halves or doubles the odds)."""
+    calibrated = float(load_verifier()["threshold"])
+    return verified_mask(image, calibrated - (sensitivity - 0.5) * 10 * np.log(2.0))
 
 
 def verified_mask(image: np.ndarray, log_odds: float, weights: dict | None = None) -> np.ndarray:
