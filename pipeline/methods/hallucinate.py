@@ -4,7 +4,9 @@ Each hole region starts from scikit-image's biharmonic fill; thin ones (scratche
 as pure smoothness is what they need. Wide ones get the photo's fine detail mirrored across
 the border (blobs: the fine detail of a patch synthesis from the photo's own patches), then
 are optimised on TV, the deep-feature context term and the seed's
-hallucination term, with weights that grow with the hole's width.
+hallucination term, with weights that grow with the hole's width. Holes narrower than a blob
+(strokes) are optimised for fewer steps and averaged half and half with OpenCV's FSR fill of
+their luminance: the two fills' errors differ, so their average is closer to the photo.
 `tv` is the same optimiser with only the TV term: the seed's regulariser alone.
 """
 
@@ -28,6 +30,8 @@ from pipeline.prior import DEFAULT_MODEL, load_prior
 
 InitialFill = Literal["biharmonic", "fsr", "blend", "detail", "mirror", "telea", "patch",
                       "patch-detail"]
+# fsr-luminance: FSR on the luminance alone; a colour crop keeps the optimised fill's colour.
+SecondFill = Literal["none", "fsr", "fsr-luminance", "patch"]
 
 
 class OptimizerParams(MethodParams):
@@ -44,13 +48,19 @@ class OptimizerParams(MethodParams):
         "least `coarse_radius` wide (blobs): chosen on each held-out half of the quality "
         "benchmark and better on the other (benchmarks/results/quality.md); `init` starts "
         "the narrower ones.")
-    average_with: Literal["none", "fsr", "patch"] = Field(
+    average_with: SecondFill = Field(
         default="none", description="A second fill averaged into the optimised one in the "
         "wide holes of crops narrower than `coarse_radius` (strokes): two fills whose errors "
-        "differ, averaged, are closer to the photo than either (`average_share` of it).")
+        "differ, averaged, are closer to the photo than either (`average_share` of it). "
+        "fsr-luminance averages only the luminance of a colour crop, with FSR run on it "
+        "alone (FSR's three channels cost 1.8x one).")
     average_share: float = Field(default=0.5, ge=0, le=1, description="The share of "
                                  "`average_with` in the averaged fill.")
-    blob_average_with: Literal["none", "fsr", "patch"] = Field(
+    average_steps: int | None = Field(
+        default=None, ge=0, description="Iteration cap per octave of the crops averaged "
+        "with `average_with` (None: `steps`): the second fill costs time the optimiser "
+        "gives back.")
+    blob_average_with: SecondFill = Field(
         default="none", description="As `average_with`, for crops whose widest hole "
         "reaches `coarse_radius` (blobs).")
     blob_average_share: float = Field(default=0.5, ge=0, le=1, description="The share of "
@@ -99,6 +109,13 @@ class OptimizerParams(MethodParams):
 
 
 class HallucinateParams(OptimizerParams):
+    # Chosen on each held-out half of the quality benchmark within the 3 s strokes line,
+    # and better on the other half (benchmarks/results/quality.md, 14:00 UTC pass).
+    average_with: SecondFill = Field(
+        default="fsr-luminance", description=OptimizerParams.model_fields[
+            "average_with"].description)
+    average_steps: int | None = Field(
+        default=2, ge=0, description=OptimizerParams.model_fields["average_steps"].description)
     model: str = Field(default=DEFAULT_MODEL, description="Prior network (timm Lite0 or a "
                        "torchvision vgg*/resnet*).")
     context_weight: float = Field(default=0.3, ge=0, description="Deep-feature patch term.")
@@ -126,12 +143,18 @@ class Plan:
     finest: int = 0
     partner: np.ndarray | None = None  # a second fill, averaged into the result
     share: float = 0.0
+    steps: int = 0
 
     def finish(self, pixels: np.ndarray) -> np.ndarray:
-        """The crop's final pixels: `share` of the partner fill in the (wide) hole."""
+        """The crop's final pixels: `share` of the partner fill in the (wide) hole; a
+        one-channel partner of a colour crop moves only its luminance (the channel mean)."""
         if self.partner is None:
             return pixels
-        averaged = (1 - self.share) * pixels + self.share * self.partner
+        if self.partner.shape[2] == pixels.shape[2]:
+            averaged = (1 - self.share) * pixels + self.share * self.partner
+        else:
+            luminance = pixels.mean(axis=2, keepdims=True)
+            averaged = np.clip(pixels + self.share * (self.partner - luminance), 0, 1)
         return np.where(self.hole[:, :, None], averaged, pixels).astype(np.float32)
 
     def bucket(self) -> tuple:
@@ -139,7 +162,7 @@ class Plan:
         shared = replace(self.weights, tv=0.0, context=float(self.weights.context > 0),
                          hallucination=float(self.weights.hallucination > 0))
         shape = buckets.bucket_shape(*self.hole.shape)
-        return shape, self.start.shape[2], self.octaves, self.finest, shared
+        return shape, self.start.shape[2], self.octaves, self.finest, self.steps, shared
 
 
 @dataclass
@@ -220,14 +243,17 @@ class TotalVariation(Method):
                                                         self.seed, kind, sources), smooth)
         partner_kind, share = ((params.blob_average_with, params.blob_average_share) if coarse
                                else (params.average_with, params.average_share))
-        partner = (initial_fill(image, mask, params, smooth, self.seed, partner_kind, sources)
+        partner = (second_fill(image, mask, params, smooth, self.seed, partner_kind, sources)
                    if partner_kind != "none" and share > 0 else None)
-        if params.steps == 0:
+        steps = params.steps
+        if partner is not None and not coarse and params.average_steps is not None:
+            steps = params.average_steps
+        if steps == 0:
             return Plan(start, wide, partner=partner, share=share)
         finest = max(params.finest_octave, int(coarse))
         octaves = params.octaves or 1 + max(0, int(math.log2(max(radius, 1) / 24)))
         return Plan(start, wide, self.term_weights(radius), max(octaves, finest + 1), finest,
-                    partner, share)
+                    partner, share, steps)
 
     def _optimise(self, pending: list[Pending]) -> list[tuple[int, Exception]]:
         """Paste every optimised crop into its canvas; returns the items that failed.
@@ -264,7 +290,7 @@ class TotalVariation(Method):
         first = plans[0]
         shape = first.bucket()[0] if len(plans) > 1 else first.hole.shape
         padded = [buckets.pad(plan.start, plan.hole, shape) for plan in plans]
-        schedule = Schedule(steps=self.params.steps, lr=self.params.lr, octaves=first.octaves,
+        schedule = Schedule(steps=first.steps, lr=self.params.lr, octaves=first.octaves,
                             finest=first.finest, patience=self.params.patience,
                             tolerance=self.params.tolerance)
         outcomes = optimize_batch([p[0] for p in padded], [p[1] for p in padded], self.prior,
@@ -348,6 +374,18 @@ def initial_fill(image: np.ndarray, mask: np.ndarray, params: OptimizerParams,
     else:
         filled = smooth
     return np.where(mask[:, :, None], filled, image).astype(np.float32)
+
+
+def second_fill(image: np.ndarray, mask: np.ndarray, params: OptimizerParams,
+                smooth: np.ndarray, seed: int, kind: str, sources: dict) -> np.ndarray:
+    """The fill averaged into the optimised one: `kind` as an initial fill, or for
+    fsr-luminance FSR on the crop's luminance alone (one channel; the crop itself when it
+    has one channel, a gray or toned print, so it is the start's FSR fill)."""
+    if kind != "fsr-luminance" or image.shape[2] == 1:
+        return initial_fill(image, mask, params, smooth, seed, kind.removesuffix("-luminance"),
+                            sources)
+    luminance = image.mean(axis=2, keepdims=True)
+    return np.where(mask[:, :, None], fsr_fill(luminance, mask), luminance).astype(np.float32)
 
 
 def mirrored_detail(image: np.ndarray, mask: np.ndarray, sigma: float) -> np.ndarray:
