@@ -45,6 +45,16 @@ def test_grain_raises_the_candidate_levels():
     assert found.mask.mean() < 0.01
 
 
+def test_a_defects_footprint_takes_its_blur_ring_and_a_lone_speck_stays_as_found():
+    found = np.zeros((40, 40), bool)
+    found[10, 5:30] = True  # a crack 25 px long
+    found[30, 30] = True  # a 1-px speck
+    grown = verified.footprint(found)
+    assert grown[9:12, 4:31].all() and grown[9:12, 4:31].sum() == grown[:20].sum()
+    assert grown[25:35, 25:35].sum() == 1
+    assert not verified.footprint(np.zeros((8, 8), bool)).any()
+
+
 def test_every_candidate_gets_one_finite_row_of_features():
     photo = add_print_damage(small_photo("chelsea", 256), seed=3).image
     pixels = verified.levels(photo)
