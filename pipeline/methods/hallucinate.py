@@ -109,8 +109,9 @@ class OptimizerParams(MethodParams):
 
 
 class HallucinateParams(OptimizerParams):
-    # Chosen on each held-out half of the quality benchmark within the 3 s strokes line,
-    # and better on the other half (benchmarks/results/quality.md, 14:00 UTC pass).
+    # Within the 3 s strokes line and better than no averaging on both held-out halves of
+    # the quality benchmark; each half's own pick (FSR per channel, FSR at half contrast) is
+    # within noise of it there (benchmarks/results/quality.md, third pass).
     average_with: SecondFill = Field(
         default="fsr-luminance", description=OptimizerParams.model_fields[
             "average_with"].description)
