@@ -45,13 +45,15 @@ def test_grain_raises_the_candidate_levels():
     assert found.mask.mean() < 0.01
 
 
-def test_a_defects_footprint_takes_its_blur_ring_and_a_lone_speck_stays_as_found():
-    found = np.zeros((40, 40), bool)
+def test_a_cracks_footprint_takes_its_blur_ring_and_specks_and_blobs_stay_as_found():
+    found = np.zeros((60, 60), bool)
     found[10, 5:30] = True  # a crack 25 px long
     found[30, 30] = True  # a 1-px speck
+    found[40:46, 40:46] = True  # a 6x6 blob (a flake, or a highlight taken for one)
     grown = verified.footprint(found)
     assert grown[9:12, 4:31].all() and grown[9:12, 4:31].sum() == grown[:20].sum()
     assert grown[25:35, 25:35].sum() == 1
+    assert grown[36:50, 36:50].sum() == 36
     assert not verified.footprint(np.zeros((8, 8), bool)).any()
 
 
