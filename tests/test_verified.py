@@ -87,6 +87,19 @@ def framed(photo: np.ndarray) -> np.ndarray:
     return out
 
 
+def scanned_tight(photo: np.ndarray, inset: int = 3) -> np.ndarray:
+    """The photo as a print scanned tight to its edge: at the right and the foot the print
+    ends `inset` px inside the frame, with a thin dark line along its edge and the scanner's
+    light lid beyond, as many archive scans are cropped."""
+    out = photo.copy()
+    height, width = out.shape[:2]
+    out[:, width - inset:] = 236
+    out[height - inset:, :] = 236
+    out[:height - inset, width - inset - 2:width - inset] = 45
+    out[height - inset - 2:height - inset, :width - inset] = 45
+    return cv2.GaussianBlur(out, (0, 0), 0.7)
+
+
 def captioned(photo: np.ndarray) -> np.ndarray:
     """The photo with a white caption written across its foot, as on many family prints."""
     out = photo.copy()
@@ -110,6 +123,10 @@ PICTURE_STILL_FLAGGED = {
                                                                        slice(0, 600))),
     "a caption's lettering": (lambda: captioned(data.chelsea()), (slice(250, 300),
                                                                  slice(0, 451))),
+    # 20% of the outer 12 px, the worst: the real print whose frame line runs 3 px inside the
+    # scan's edge loses most of its precision to it (benchmarks/results/detect-real.md, c).
+    "a print's edge and the scanner's lid": (lambda: scanned_tight(data.chelsea()),
+                                             (slice(0, 300), slice(-12, None))),
 }
 
 
@@ -122,11 +139,11 @@ def test_the_pictures_own_fine_lines_are_left_alone(kind):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="known: the verifier still takes 1-2% of these for "
+@pytest.mark.xfail(strict=True, reason="known: the verifier still takes 1-20% of these for "
                    "damage (README, Detection); strict, so a detector that leaves them alone "
                    "says so here")
 @pytest.mark.parametrize("kind", list(PICTURE_STILL_FLAGGED))
-def test_towers_highlights_and_lettering_are_left_alone(kind):
+def test_towers_highlights_lettering_and_scan_edges_are_left_alone(kind):
     photo, region = PICTURE_STILL_FLAGGED[kind]
     found = detect(photo(), "verified").mask
     assert found[region].mean() <= 0.002, found[region].mean()
