@@ -184,6 +184,9 @@ def run_command(
     detect_scale: Annotated[float, typer.Option(help="With --masks auto: detect on the photo "
                                                      "shrunk by this factor (0.5 for scans at "
                                                      "twice 300-600 dpi).")] = 1.0,
+    detect_margin: Annotated[int, typer.Option(help="With --masks auto: leave the outer N px "
+                                                    "of each photo out of detection (scans "
+                                                    "cropped tight to the print).")] = 0,
     input_format: Annotated[str, typer.Option(help="auto|files|parquet|webdataset (auto: a "
                                                    "path ending .parquet is Parquet, .tar "
                                                    "WebDataset).")] = "auto",
@@ -214,7 +217,8 @@ def run_command(
         seed=seed, weights=weights, max_pixels=max_pixels, manifest=manifest,
         storage_options=parse_storage_options(storage_options), limit=limit, report=report,
         run_id=run_id, hand_masks=hand_masks, detector=detector, sensitivity=sensitivity,
-        detect_scale=detect_scale, input_format=input_format, image_column=image_column,
+        detect_scale=detect_scale, detect_margin=detect_margin, input_format=input_format,
+        image_column=image_column,
         mask_column=mask_column, key_column=key_column,
     )
     try:
@@ -268,6 +272,10 @@ def detect_command(
                                                      "factor: 0.5 for scans at twice 300-600 "
                                                      "dpi, where damage is twice as "
                                                      "large.")] = 1.0,
+    detect_margin: Annotated[int, typer.Option(help="Leave the outer N px of each photo out "
+                                                    "of detection: a scan cropped tight to its "
+                                                    "print shows the print's edge and the "
+                                                    "scanner's lid there.")] = 0,
     workers: Annotated[int, typer.Option(help="Ray actors.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Items per Ray task.")] = 4,
     address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
@@ -287,7 +295,8 @@ def detect_command(
 
     settings = build_settings(
         images=images, out=out, task="detect", detector=method, sensitivity=sensitivity,
-        detect_scale=detect_scale, method="telea", workers=workers, batch_size=batch_size,
+        detect_scale=detect_scale, detect_margin=detect_margin, method="telea",
+        workers=workers, batch_size=batch_size,
         address=address, force=force, manifest=manifest,
         storage_options=parse_storage_options(storage_options), limit=limit, report=False,
     )

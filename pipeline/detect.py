@@ -53,7 +53,7 @@ def detector_names() -> list[str]:
 def detect(image: np.ndarray, method: str = DEFAULT_DETECTOR,
            sensitivity: float = DEFAULT_SENSITIVITY,
            infrared: np.ndarray | None = None, device: str = "cpu",
-           scale: float = DEFAULT_SCALE) -> Detection:
+           scale: float = DEFAULT_SCALE, margin: int = 0) -> Detection:
     """Find damage in an HxW or HxWxC uint8/uint16 photo (channel 4, if any, is ignored).
 
     `sensitivity` in [0, 1]: higher finds fainter damage and flags more; 0.5 is the
@@ -61,11 +61,15 @@ def detect(image: np.ndarray, method: str = DEFAULT_DETECTOR,
     `device` runs the learned detector's net ("cpu", "cuda", "cuda:1", ...). `scale` in
     (0, 1] detects on the photo shrunk by that factor, for scans whose damage is larger than
     the detector knows (see DEFAULT_SCALE); the mask comes back at the photo's size.
+    `margin` px at each edge are left out (a scan cropped tight to its print shows the
+    print's edge and the scanner's lid there): detection runs on the rest.
     """
     if not 0 <= sensitivity <= 1:
         raise ValueError(f"sensitivity must be within [0, 1], got {sensitivity}")
     if not 0 < scale <= 1:
         raise ValueError(f"detection scale must be within (0, 1], got {scale}")
+    if margin:
+        return detect_inside(image, method, sensitivity, infrared, device, scale, margin)
     if scale < 1:
         return detect_shrunk(image, method, sensitivity, infrared, device, scale)
     if method == "auto":
@@ -86,6 +90,23 @@ def detect(image: np.ndarray, method: str = DEFAULT_DETECTOR,
         raise DetectorError(f"unknown detector {method!r}; choose from "
                             f"{', '.join(detector_names())}")
     return Detection(mask, method, count_defects(mask))
+
+
+def detect_inside(image: np.ndarray, method: str, sensitivity: float,
+                  infrared: np.ndarray | None, device: str, scale: float,
+                  margin: int) -> Detection:
+    """Detect on the photo less `margin` px at each edge; the mask comes back at full size,
+    the margin unflagged."""
+    height, width = image.shape[:2]
+    if margin < 0 or 2 * margin >= min(height, width):
+        raise DetectorError(f"a detection margin of {margin} px leaves nothing of a "
+                            f"{width}x{height} photo")
+    inside = (slice(margin, height - margin), slice(margin, width - margin))
+    found = detect(image[inside], method, sensitivity,
+                   None if infrared is None else infrared[inside], device, scale)
+    mask = np.zeros((height, width), bool)
+    mask[inside] = found.mask
+    return Detection(mask, found.detector, found.defects)
 
 
 def detect_shrunk(image: np.ndarray, method: str, sensitivity: float,

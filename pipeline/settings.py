@@ -53,6 +53,10 @@ class RunSettings(BaseModel):
         default=1.0, gt=0, le=1,
         description="Detect on the photo shrunk by this factor (0.5 for scans at twice "
                     "300-600 dpi, where dust and scratches are twice as large).")
+    detect_margin: int = Field(
+        default=0, ge=0,
+        description="Leave the outer N px of each photo out of detection: a scan cropped "
+                    "tight to its print shows the print's edge and the scanner's lid there.")
     manifest: str | None = Field(default=None, description="Manifest folder (OUT/_manifest).")
     method: str = DEFAULT_METHOD
     method_params: dict[str, Any] = Field(default_factory=dict)
@@ -128,6 +132,8 @@ class RunSettings(BaseModel):
         """The settings that decide the output pixels and bytes, with resolved method params."""
         detection = {"detector": self.detector, "sensitivity": self.sensitivity,
                      "detect_scale": self.detect_scale}
+        if self.detect_margin:  # only when set: runs from before it keep their params
+            detection["detect_margin"] = self.detect_margin
         detecting = self.task == "detect" or self.masks == "auto"
         if detecting and self.detector in ("auto", "verified", "learned"):
             # Retrained weights find other damage: resume must redo what the old ones found.

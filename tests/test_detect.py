@@ -18,6 +18,7 @@ from pipeline.detectors.learned import shifted
 from pipeline.detectors.maps import gray_float
 from pipeline.detectors.tophat import tophat_response
 from pipeline.methods import inpaint
+from pipeline.settings import RunSettings
 from tests.conftest import small_photo
 
 STRONG = DamageParams(opacity=(0.85, 1.0), hairs=(2, 2), dust=(40, 40))
@@ -81,6 +82,26 @@ def test_a_scan_at_twice_the_dpi_is_detected_at_half_scale():
     assert not detect(photo, scale=0.5).mask.any()
     with pytest.raises(ValueError, match="scale"):
         detect(photo, scale=0)
+
+
+def test_a_margin_leaves_a_tight_scans_edge_out_of_detection():
+    # A print scanned tight: its dark edge line 3 px inside the frame, the light lid beyond.
+    photo = small_photo("coffee", 160).copy()
+    photo[:, -3:], photo[:, -5:-3] = 236, 45
+    edge = np.zeros(photo.shape[:2], bool)
+    edge[:, -8:] = True
+    assert detect(photo, "tophat").mask[edge].mean() > 0.2  # the naive filter takes it all
+    found = detect(photo, "tophat", margin=8)
+    inside = detect(photo[8:-8, 8:-8], "tophat")
+    assert found.mask.shape == photo.shape[:2] and not found.mask[edge].any()
+    assert np.array_equal(found.mask[8:-8, 8:-8], inside.mask)
+    assert found.defects == inside.defects
+    with pytest.raises(DetectorError, match="margin of 80 px leaves nothing"):
+        detect(photo, "tophat", margin=80)
+    settings = RunSettings(images="in", out="out", task="detect")
+    assert "detect_margin" not in settings.output_params({})  # older runs keep their params
+    assert settings.model_copy(update={"detect_margin": 8}).output_params({})[
+        "detect_margin"] == 8
 
 
 def test_the_naive_baseline_flags_far_more_of_a_clean_photo():
