@@ -11,6 +11,7 @@ Its weights (a 2-layer perceptron, a few thousand numbers) are in `pipeline/asse
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 import cv2
@@ -222,8 +223,12 @@ def load_verifier() -> dict[str, np.ndarray]:
 
 
 def verifier_id() -> str:
-    """The shipped verifier's identity (start of its file's sha256), recorded in params."""
-    return str(load_verifier()["sha256"])[:16]
+    """The identity of what decides the masks, recorded in params: the shipped verifier's
+    file and the footprint rule, so that resume redoes photos when either changes (the file's
+    sha256 alone, the start of it, while masks were not grown)."""
+    rule = (FOOTPRINT_GROWTH, FOOTPRINT_MIN_AREA, FOOTPRINT_MAX_FILL, FOOTPRINT_MIN_ASPECT)
+    digest = hashlib.sha256(f"{load_verifier()['sha256']} footprint {rule}".encode())
+    return digest.hexdigest()[:16]
 
 
 def damage_odds(features: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
