@@ -49,6 +49,8 @@ import torch
 from photos import load_photo
 from train_detector import (
     HOLDOUT_PHOTOS,
+    HOLDOUT_SIDE,
+    MAX_CLEAN_FLAGGED,
     TRAIN_DAMAGE,
     TRAIN_PHOTOS,
     jpeg,
@@ -77,8 +79,6 @@ HIDDEN = (48, 48)
 EPOCHS = 12
 MAX_EXAMPLES = 1_200_000
 BATCH = 4096
-MAX_CLEAN_FLAGGED = 0.002
-HOLDOUT_SIDE = 512
 HOLDOUT_SEEDS = (0, 1, 2)
 OUT = Path(__file__).resolve().parent.parent / "pipeline" / "assets" / WEIGHTS_FILE
 
@@ -136,7 +136,7 @@ def scanned_tight(image: np.ndarray, true: np.ndarray,
     less what the lid and the line cover."""
     lid_alpha, line_alpha, lid, line = edges
     pixels = image.astype(np.float32)
-    for alpha, level in ((lid_alpha, lid), (line_alpha, line * line_alpha.any())):
+    for alpha, level in ((lid_alpha, lid), (line_alpha, line)):
         alpha = cv2.GaussianBlur(alpha, (0, 0), 0.7)[:, :, None]
         pixels = pixels * (1 - alpha) + level * alpha
     covered = (lid_alpha + line_alpha) > 0.5

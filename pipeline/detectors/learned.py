@@ -15,7 +15,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.detectors.maps import DEFAULT_SENSITIVITY, hysteresis, in_bands, load_weights
+from pipeline.detectors.maps import (
+    DEFAULT_SENSITIVITY,
+    hysteresis,
+    in_bands,
+    load_weights,
+    odds_factor,
+)
 
 WEIGHTS_FILE = "damage_unet.npz"
 # Bands bound the detector's memory on large scans (about TILE*TILE pixels at a time). The
@@ -118,9 +124,8 @@ def net_probability(net, pixels: np.ndarray, device: str = "cpu") -> np.ndarray:
 
 
 def shifted(threshold: float, sensitivity: float) -> float:
-    """Move a calibrated threshold by sensitivity: each 0.1 above 0.5 halves the odds it
-    asks for, each 0.1 below doubles them, so the scale is the same on both sides."""
-    odds = threshold / (1 - threshold) * 2.0 ** (-(sensitivity - 0.5) * 10)
+    """A calibrated probability threshold moved by sensitivity (`odds_factor`)."""
+    odds = threshold / (1 - threshold) * odds_factor(sensitivity)
     return odds / (1 + odds)
 
 

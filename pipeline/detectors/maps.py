@@ -17,6 +17,12 @@ import numpy as np
 DEFAULT_SENSITIVITY = 0.5
 
 
+def odds_factor(sensitivity: float) -> float:
+    """What sensitivity does to the odds a calibrated threshold asks for: each 0.1 above 0.5
+    halves them, each 0.1 below doubles them, so the scale is the same on both sides."""
+    return 2.0 ** (-(sensitivity - 0.5) * 10)
+
+
 def float_image(image: np.ndarray) -> np.ndarray:
     """float32 in [0, 1], HxW or HxWx3: depth scaled, alpha (or a 4th sample) dropped."""
     scale = 65535.0 if image.dtype == np.uint16 else 255.0

@@ -24,6 +24,7 @@ from pipeline.detectors.maps import (
     in_bands,
     load_weights,
     luminance,
+    odds_factor,
 )
 
 WEIGHTS_FILE = "damage_verifier.npz"
@@ -243,9 +244,9 @@ def damage_odds(features: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndar
 
 def damage_mask(image: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY) -> np.ndarray:
     """Candidates the shipped verifier takes for damage; sensitivity moves its calibrated
-    threshold as it moves the learned net's (each 0.1 halves or doubles the odds)."""
+    log-odds threshold as it moves the learned net's (`odds_factor`)."""
     calibrated = float(load_verifier()["threshold"])
-    found = verified_mask(image, calibrated - (sensitivity - 0.5) * 10 * np.log(2.0))
+    found = verified_mask(image, calibrated + np.log(odds_factor(sensitivity)))
     return footprint(found)
 
 
