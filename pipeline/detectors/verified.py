@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.detectors import print_edge as edges
 from pipeline.detectors.maps import (
     DEFAULT_SENSITIVITY,
     float_image,
@@ -66,6 +67,11 @@ FOOTPRINT_GROWTH = 1
 FOOTPRINT_MIN_AREA = 16
 FOOTPRINT_MAX_FILL = 0.5
 FOOTPRINT_MIN_ASPECT = 3.0
+# Which sides of a photo show a tight scan's print edge (`pipeline.detectors.print_edge`) is
+# judged on what the verifier flags at this sensitivity: at 0.9 and 1.0 the two sides of the
+# real tight scan (benchmarks/real, print c) are covered 0.68-0.89 by dark defects, every other
+# side of the four prints at most 0.04; at 0.5 the tight scan's sides only 0.10 and 0.31.
+EDGE_SENSITIVITY = 1.0
 
 
 @dataclass
@@ -225,10 +231,12 @@ def load_verifier() -> dict[str, np.ndarray]:
 
 def verifier_id() -> str:
     """The identity of what decides the masks, recorded in params: the shipped verifier's
-    file and the footprint rule, so that resume redoes photos when either changes (the file's
-    sha256 alone, the start of it, while masks were not grown)."""
+    file, the footprint rule and the print-edge rule, so that resume redoes photos when any
+    of them changes (the file's sha256 alone, the start of it, while masks were not grown)."""
     rule = (FOOTPRINT_GROWTH, FOOTPRINT_MIN_AREA, FOOTPRINT_MAX_FILL, FOOTPRINT_MIN_ASPECT)
-    digest = hashlib.sha256(f"{load_verifier()['sha256']} footprint {rule}".encode())
+    edge = (edges.BAND, edges.IN_BAND, edges.COVER, edges.BACKGROUND)
+    digest = hashlib.sha256(f"{load_verifier()['sha256']} footprint {rule} print edge {edge}"
+                            .encode())
     return digest.hexdigest()[:16]
 
 
@@ -243,11 +251,22 @@ def damage_odds(features: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndar
 
 
 def damage_mask(image: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY) -> np.ndarray:
-    """Candidates the shipped verifier takes for damage; sensitivity moves its calibrated
-    log-odds threshold as it moves the learned net's (`odds_factor`)."""
+    """Candidates the shipped verifier takes for damage, less a tight scan's print edge;
+    sensitivity moves its calibrated log-odds threshold as it moves the learned net's
+    (`odds_factor`)."""
     calibrated = float(load_verifier()["threshold"])
-    found = verified_mask(image, calibrated + np.log(odds_factor(sensitivity)))
-    return footprint(found)
+    odds = verified_odds(image)
+    found = footprint(odds > calibrated + np.log(odds_factor(sensitivity)))
+    return found & ~print_edge(found, odds > calibrated + np.log(odds_factor(EDGE_SENSITIVITY)),
+                               image)
+
+
+def print_edge(found: np.ndarray, liberal: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """What of `found` is a tight scan's print edge (`pipeline.detectors.print_edge`).
+    Which sides show one is judged on the mask at EDGE_SENSITIVITY (`liberal`), so that the
+    answer is the photo's, whatever sensitivity was asked for."""
+    gray = luminance(levels(image))
+    return edges.along_sides(found, gray, edges.edge_sides(footprint(liberal), gray))
 
 
 def footprint(found: np.ndarray) -> np.ndarray:
@@ -267,14 +286,15 @@ def footprint(found: np.ndarray) -> np.ndarray:
     return found | grown
 
 
-def verified_mask(image: np.ndarray, log_odds: float, weights: dict | None = None) -> np.ndarray:
-    """Candidates the verifier scores above `log_odds`, in row bands on large scans."""
+def verified_odds(image: np.ndarray, weights: dict | None = None) -> np.ndarray:
+    """The verifier's log-odds of damage at every candidate pixel (-inf elsewhere), in row
+    bands on large scans."""
     weights = weights or load_verifier()
     pixels = levels(image)
     band = max(64, BAND_PIXELS // max(pixels.shape[1], 1))
     if pixels.shape[0] <= band + BAND_OVERLAP:  # one band sees it all
-        return odds_map(pixels, weights) > log_odds
-    return in_bands(pixels, band, BAND_OVERLAP, lambda part: odds_map(part, weights) > log_odds)
+        return odds_map(pixels, weights)
+    return in_bands(pixels, band, BAND_OVERLAP, lambda part: odds_map(part, weights))
 
 
 def odds_map(pixels: np.ndarray, weights: dict) -> np.ndarray:

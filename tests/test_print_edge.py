@@ -1,0 +1,50 @@
+import numpy as np
+
+from pipeline.detectors import print_edge
+
+
+def photo_with(line_level: float, side_share: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """A mid-gray 120x160 photo whose right side has a 2-px line at `line_level`, 4 px in from
+    the edge, along `side_share` of the side; the line is what a detector flagged."""
+    gray = np.full((120, 160), 140, np.float32)
+    mask = np.zeros(gray.shape, bool)
+    rows = slice(0, int(120 * side_share))
+    gray[rows, 154:156] = line_level
+    mask[rows, 153:157] = True
+    return mask, gray
+
+
+def test_a_dark_line_along_most_of_a_side_is_the_prints_edge():
+    mask, gray = photo_with(40.0)
+    assert print_edge.edge_sides(mask, gray) == ["right"]
+    assert (print_edge.along_sides(mask, gray, ["right"]) == mask).all()
+
+
+def test_a_light_strip_along_a_side_is_a_worn_edge_and_stays():
+    mask, gray = photo_with(235.0)
+    assert print_edge.edge_sides(mask, gray) == []
+
+
+def test_dark_defects_along_a_short_stretch_of_a_side_stay():
+    # Chips and cracks reach the edge here and there; 30% of a side is not an edge line.
+    mask, gray = photo_with(40.0, side_share=0.3)
+    assert print_edge.edge_sides(mask, gray) == []
+
+
+def test_the_lid_beyond_an_edge_goes_with_it_and_damage_inside_stays():
+    mask, gray = photo_with(40.0)
+    mask[:, 158:] = True  # the lid beyond the line, light
+    gray[:, 158:] = 230
+    mask[50:53, 60:90] = True  # a crack well inside the print
+    gray[50:53, 60:90] = 220
+    edge = print_edge.along_sides(mask, gray, print_edge.edge_sides(mask, gray))
+    assert edge[:, 150:].sum() == mask[:, 150:].sum()
+    assert not edge[:, :150].any()
+
+
+def test_a_line_turning_a_corner_counts_for_both_sides():
+    gray = np.full((120, 160), 140, np.float32)
+    gray[:116, 154:156] = 40
+    gray[114:116, :156] = 40
+    mask = gray < 100
+    assert print_edge.edge_sides(mask, gray) == ["bottom", "right"]
