@@ -16,19 +16,19 @@ def photo_with(line_level: float, side_share: float = 1.0) -> tuple[np.ndarray, 
 
 def test_a_dark_line_along_most_of_a_side_is_the_prints_edge():
     mask, gray = photo_with(40.0)
-    assert print_edge.edge_sides(mask, gray) == ["right"]
+    assert print_edge.edge_sides([mask], gray) == ["right"]
     assert (print_edge.along_sides(mask, gray, ["right"]) == mask).all()
 
 
 def test_a_light_strip_along_a_side_is_a_worn_edge_and_stays():
     mask, gray = photo_with(235.0)
-    assert print_edge.edge_sides(mask, gray) == []
+    assert print_edge.edge_sides([mask], gray) == []
 
 
 def test_dark_defects_along_a_short_stretch_of_a_side_stay():
     # Chips and cracks reach the edge here and there; 30% of a side is not an edge line.
     mask, gray = photo_with(40.0, side_share=0.3)
-    assert print_edge.edge_sides(mask, gray) == []
+    assert print_edge.edge_sides([mask], gray) == []
 
 
 def test_the_lid_beyond_an_edge_goes_with_it_and_damage_inside_stays():
@@ -37,7 +37,7 @@ def test_the_lid_beyond_an_edge_goes_with_it_and_damage_inside_stays():
     gray[:, 158:] = 230
     mask[50:53, 60:90] = True  # a crack well inside the print
     gray[50:53, 60:90] = 220
-    edge = print_edge.along_sides(mask, gray, print_edge.edge_sides(mask, gray))
+    edge = print_edge.along_sides(mask, gray, print_edge.edge_sides([mask], gray))
     assert edge[:, 150:].sum() == mask[:, 150:].sum()
     assert not edge[:, :150].any()
 
@@ -47,4 +47,17 @@ def test_a_line_turning_a_corner_counts_for_both_sides():
     gray[:116, 154:156] = 40
     gray[114:116, :156] = 40
     mask = gray < 100
-    assert print_edge.edge_sides(mask, gray) == ["bottom", "right"]
+    assert print_edge.edge_sides([mask], gray) == ["bottom", "right"]
+
+
+def test_a_side_counts_when_any_threshold_shows_its_edge_line():
+    # At a keener threshold the line merged with a crack running in from it: as one defect it
+    # no longer lies along the frame, but the stricter mask still shows the line.
+    mask, gray = photo_with(40.0)
+    merged = mask.copy()
+    merged[60:63, 40:156] = True
+    assert print_edge.edge_sides([merged], gray) == []
+    assert print_edge.edge_sides([mask, merged], gray) == ["right"]
+    edge = print_edge.along_sides(merged, gray, ["right"])
+    assert edge[:, 150:].sum() == merged[:, 150:].sum()  # the band is cleared all the same
+    assert not edge[:, :140].any()  # the crack further in stays

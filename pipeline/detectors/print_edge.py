@@ -4,8 +4,8 @@ of the scan, not damage of the print, and detectors that see a thin dark defect 
 
 Damage along a print's edge is patchy (chips, worn corners, cracks that reach the edge), and it
 is mostly lighter than the print (paper shows). So a side is taken for a print's edge when the
-dark flagged defects lying within its outer BAND px cover at least COVER of its length; those
-defects are then unflagged. Light ones stay: a worn edge is paper showing.
+dark flagged defects lying within its outer BAND px cover at least COVER of its length; what is
+flagged along that side is then unflagged. On other sides a worn edge, light, stays.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import numpy as np
 BAND = 10
 IN_BAND = 0.8
 # Share of a side's length that dark defects along it must cover. On the four real prints
-# (benchmarks/real) the sides of the tight scan (c) are covered 0.68 and 0.79 at sensitivity
-# 0.9, every other side of every print at most 0.03.
+# (benchmarks/real) the two sides of the tight scan (c) are covered 0.55-0.91 at `verified`'s
+# sensitivities 0.7-1.0, every other side of every print at most 0.04.
 COVER = 0.4
 # Window (px) of the median a defect is compared with to tell dark from light.
 BACKGROUND = 21
@@ -28,23 +28,42 @@ BACKGROUND = 21
 SIDES = ("top", "bottom", "left", "right")
 
 
-def edge_sides(mask: np.ndarray, gray: np.ndarray) -> list[str]:
-    """The SIDES along which dark defects of `mask` (HxW bool) cover at least COVER of the
-    side's length: a print's edge; `gray` is the photo's luminance (HxW, 8-bit levels)."""
-    _, _, cover = defects_along(mask, gray)
-    return [side for side in SIDES if cover[side] >= COVER]
+def edge_sides(masks: list[np.ndarray], gray: np.ndarray) -> list[str]:
+    """The SIDES along which dark defects of any of `masks` (HxW bool: one photo flagged at
+    several thresholds) cover at least COVER of the side's length: a print's edge; `gray` is
+    the photo's luminance (HxW, 8-bit levels). Several thresholds, because at one of them an
+    edge line may have merged with a defect further in."""
+    background = median_background(gray)
+    covers = [defects_along(mask, gray, background)[2] for mask in masks]
+    return [side for side in SIDES if max(cover[side] for cover in covers) >= COVER]
 
 
 def along_sides(mask: np.ndarray, gray: np.ndarray, sides: list[str]) -> np.ndarray:
-    """The pixels of the defects of `mask` that lie along `sides` (HxW bool), dark or light:
-    beyond a print's edge line lies the scanner's lid."""
+    """The pixels of `mask` along `sides` (HxW bool): those within BAND px of one, and the
+    defects that lie along the frame and reach one, dark or light (beyond a print's edge
+    line lies the scanner's lid)."""
     if not sides:
         return np.zeros_like(mask)
-    labels, along, _ = defects_along(mask, gray)
-    return np.logical_or.reduce([along[side] for side in sides])[labels] & mask
+    labels, along, _ = defects_along(mask, gray, median_background(gray))
+    edge = np.logical_or.reduce([along[side] for side in sides])[labels]
+    height, width = mask.shape
+    bands = {"top": (slice(0, BAND), slice(None)), "bottom": (slice(height - BAND, None),
+                                                               slice(None)),
+             "left": (slice(None), slice(0, BAND)), "right": (slice(None), slice(width - BAND,
+                                                                                  None))}
+    for side in sides:
+        edge[bands[side]] = True
+    return edge & mask
 
 
-def defects_along(mask: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, dict, dict]:
+def median_background(gray: np.ndarray) -> np.ndarray:
+    """What a defect is compared with to tell dark from light (float32 HxW levels)."""
+    quantized = np.clip(gray + 0.5, 0, 255).astype(np.uint8)
+    return cv2.medianBlur(quantized, BACKGROUND).astype(np.float32)
+
+
+def defects_along(mask: np.ndarray, gray: np.ndarray,
+                  background: np.ndarray) -> tuple[np.ndarray, dict, dict]:
     """The defects (8-connected components) of `mask`: their labels (HxW), per side which of
     them lie along it (bool per label), and what share of the side's length the dark ones
     among them cover. A defect lies along the frame when IN_BAND of its pixels are within
@@ -55,8 +74,7 @@ def defects_along(mask: np.ndarray, gray: np.ndarray) -> tuple[np.ndarray, dict,
     rows, cols = np.nonzero(mask)
     label = labels[rows, cols]
     size = np.maximum(np.bincount(label, minlength=count), 1)
-    background = cv2.medianBlur(np.clip(gray + 0.5, 0, 255).astype(np.uint8), BACKGROUND)
-    contrast = gray[rows, cols] - background[rows, cols].astype(np.float32)
+    contrast = gray[rows, cols] - background[rows, cols]
     dark = np.bincount(label, contrast, count) / size < 0
     inward = {"top": rows, "bottom": height - 1 - rows, "left": cols, "right": width - 1 - cols}
     position = {"top": cols, "bottom": cols, "left": rows, "right": rows}
