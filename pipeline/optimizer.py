@@ -45,6 +45,12 @@ class Schedule:
     patience: int = 8
     tolerance: float = 2e-3
     rematch_every: int = 10
+    # Adam's epsilon in units of each crop's gradient RMS over its hole (None: Adam's own,
+    # 1e-8 absolute). Adam divides each pixel's step by its own gradient's size, so from
+    # the first step every hole pixel moves by about `lr`, however little its gradient asks:
+    # on a flat wall that is speckle. Measured against the crop's typical gradient, a pixel
+    # asked for little moves little.
+    relative_eps: float | None = None
 
 
 @dataclass
@@ -183,7 +189,8 @@ def _descend(base, hole, padding, prior, per_crop, schedule, generators, budget=
     keep = (~hole).float()
     known = base * keep
     parameter = base.clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([parameter], lr=schedule.lr)
+    optimizer = (torch.optim.Adam([parameter], lr=schedule.lr) if schedule.relative_eps is None
+                 else torch.optim.Adam([parameter], lr=schedule.lr, eps=schedule.relative_eps))
     context = (ContextTerm(prior, hole, padding, generators, shared.context_depth)
                if context_weight.max() > 0 and prior is not None else None)
     hallucination = (HallucinationTerm(prior, base, generators)
@@ -210,6 +217,8 @@ def _descend(base, hole, padding, prior, per_crop, schedule, generators, budget=
                                              hallucination_weight)
         else:
             terms.sum().backward()
+        if schedule.relative_eps is not None:
+            _to_unit_rms(parameter.grad, hole)
         optimizer.step()
         with torch.no_grad():
             parameter.clamp_(0, 1)
@@ -235,6 +244,15 @@ def _descend(base, hole, padding, prior, per_crop, schedule, generators, budget=
         results[index] = _compose(known, parameter, keep, index)
     losses = [history[-1] if history else None for history in histories]
     return Descent(torch.stack(results), steps, losses, stopped)
+
+
+def _to_unit_rms(gradient: torch.Tensor, hole: torch.Tensor) -> None:
+    """Divide each crop's gradient by its RMS over the crop's hole pixels (in place), so
+    a relative epsilon means the same on every crop, octave and mix of terms."""
+    with torch.no_grad():
+        count = (hole.flatten(1).sum(1) * gradient.shape[1]).clamp(min=1)
+        rms = (gradient.flatten(1).pow(2).sum(1) / count).sqrt().clamp(min=1e-30)
+        gradient.div_(rms.view(-1, 1, 1, 1))
 
 
 def _compose(known: torch.Tensor, parameter: torch.Tensor, keep: torch.Tensor,

@@ -237,7 +237,8 @@ def test_term_weights_follow_the_hole_width():
     method = load_method("hallucinate", {"hallucination_weight": 0.3})
     stroke, blob = method.term_weights(6.0), method.term_weights(60.0)
     assert stroke.hallucination == 0 and blob.hallucination == 0.3
-    assert stroke.context == 0.3 * 6 / 12 and blob.context == 0.3
+    full = method.params.context_weight
+    assert stroke.context == full * 6 / 12 and blob.context == full
     assert load_method("tv").term_weights(60.0).context == 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -123,3 +125,26 @@ def test_a_photo_whose_budget_is_spent_keeps_its_fill_and_the_others_go_on(damag
     assert (fresh.stopped, fresh.iterations) == ("cap", 6) == (alone.stopped, alone.iterations)
     np.testing.assert_allclose(fresh.pixels, alone.pixels, atol=1e-6)
     assert budget.spent["fresh photo"] > 0 and budget.spent["spent photo"] == 10.0**6
+
+
+def test_a_relative_epsilon_moves_pixels_in_proportion_to_what_they_are_asked():
+    # Left: a flat wall (grain of 1e-5); right: noise the TV term pulls hard on. Adam's own
+    # epsilon gives every pixel of the hole a first step of about lr, the wall included
+    # (speckle); relative to the crop's gradient RMS, the wall barely moves.
+    rng = np.random.default_rng(0)
+    image = np.full((32, 64, 3), 0.5, np.float32)
+    image[:, :32] += rng.normal(0, 1e-5, (32, 32, 3)).astype(np.float32)
+    image[:, 32:] = rng.random((32, 32, 3)).astype(np.float32)
+    hole = np.zeros((32, 64), bool)
+    hole[8:24, 8:56] = True
+    wall, noise = hole.copy(), hole.copy()
+    wall[:, 32:], noise[:, :32] = False, False
+    schedule = Schedule(steps=1, lr=0.01, tolerance=0)
+    moves = {}
+    for eps in (None, 1.0):
+        outcome = optimize(image, hole, None, Weights(tv=1.0), replace(schedule, relative_eps=eps))
+        moves[eps] = np.abs(outcome.pixels - image)
+    assert np.median(moves[None][wall]) > 0.009  # Adam's own: a full step, asked or not
+    assert np.median(moves[1.0][wall]) < 0.001
+    assert np.median(moves[1.0][noise]) > 0.003  # where the term asks, pixels still move
+    assert np.array_equal(moves[1.0][~hole], np.zeros_like(moves[1.0][~hole]))

@@ -82,6 +82,11 @@ class OptimizerParams(MethodParams):
     tv_beta: float = Field(default=1.0, gt=0, description="Exponent of the TV norm.")
     steps: int = Field(default=8, ge=0, description="Iteration cap per octave.")
     lr: float = Field(default=0.01, gt=0, description="Adam step size (pixel units).")
+    relative_eps: float | None = Field(
+        default=None, gt=0, description="Adam's epsilon in units of each crop's gradient "
+        "RMS over its hole (None: Adam's own, absolute): with Adam's own, every hole pixel "
+        "moves by about `lr` from the first step however small its gradient, which on flat "
+        "backgrounds is speckle; relative, a pixel asked for little moves little.")
     octaves: int | None = Field(
         default=None, ge=1, description="Coarse-to-fine levels; None: from the hole width.")
     finest_octave: int = Field(
@@ -117,9 +122,20 @@ class HallucinateParams(OptimizerParams):
             "average_with"].description)
     average_steps: int | None = Field(
         default=2, ge=0, description=OptimizerParams.model_fields["average_steps"].description)
+    # Fourth pass (benchmarks/results/quality.md): Adam's epsilon relative to each crop's
+    # gradient (no first-step speckle on flat walls), the context term at full weight, and
+    # the blobs' optimised fill averaged with their own patch synthesis (the start's, reused).
+    relative_eps: float | None = Field(
+        default=1.0, gt=0, description=OptimizerParams.model_fields["relative_eps"].description)
+    blob_average_with: SecondFill = Field(
+        default="patch", description=OptimizerParams.model_fields[
+            "blob_average_with"].description)
+    blob_average_share: float = Field(
+        default=0.3, ge=0, le=1, description=OptimizerParams.model_fields[
+            "blob_average_share"].description)
     model: str = Field(default=DEFAULT_MODEL, description="Prior network (timm Lite0 or a "
                        "torchvision vgg*/resnet*).")
-    context_weight: float = Field(default=0.3, ge=0, description="Deep-feature patch term.")
+    context_weight: float = Field(default=1.0, ge=0, description="Deep-feature patch term.")
     context_depth: int = Field(default=3, ge=1, le=4, description="Feature taps the context "
                                "term matches: strides 4, 8, 16, 32.")
     gradient_blur: float = Field(default=1.0, ge=0, description="Sigma (px) of the blur "
@@ -293,7 +309,8 @@ class TotalVariation(Method):
         padded = [buckets.pad(plan.start, plan.hole, shape) for plan in plans]
         schedule = Schedule(steps=first.steps, lr=self.params.lr, octaves=first.octaves,
                             finest=first.finest, patience=self.params.patience,
-                            tolerance=self.params.tolerance)
+                            tolerance=self.params.tolerance,
+                            relative_eps=self.params.relative_eps)
         outcomes = optimize_batch([p[0] for p in padded], [p[1] for p in padded], self.prior,
                                   [plan.weights for plan in plans], schedule, self.seed,
                                   self.device, padding=[p[2] for p in padded],
