@@ -6,7 +6,8 @@ the border (blobs: the fine detail of a patch synthesis from the photo's own pat
 are optimised on TV, the deep-feature context term and the seed's
 hallucination term, with weights that grow with the hole's width. Holes narrower than a blob
 (strokes) are optimised for fewer steps and averaged half and half with OpenCV's FSR fill of
-their luminance: the two fills' errors differ, so their average is closer to the photo.
+their luminance, blobs with the patch synthesis they started from (a share of 0.3): the two
+fills' errors differ, so their average is closer to the photo.
 `tv` is the same optimiser with only the TV term: the seed's regulariser alone.
 """
 
