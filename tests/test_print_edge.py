@@ -61,3 +61,13 @@ def test_a_side_counts_when_any_threshold_shows_its_edge_line():
     edge = print_edge.along_sides(merged, gray, ["right"])
     assert edge[:, 150:].sum() == merged[:, 150:].sum()  # the band is cleared all the same
     assert not edge[:, :140].any()  # the crack further in stays
+
+
+def test_a_mask_far_from_every_side_cannot_show_an_edge_and_one_along_a_side_can():
+    mask, _ = photo_with(40.0)
+    assert print_edge.may_show_edge(mask)
+    assert not print_edge.may_show_edge(np.roll(mask, -30, axis=1))
+    # 46 of 120 rows, widened by the 2 px growth may add at its open end, reach 40%.
+    short, _ = photo_with(40.0, side_share=0.385)
+    assert not print_edge.may_show_edge(short)
+    assert print_edge.may_show_edge(short, spread=2)

@@ -23,28 +23,52 @@ IN_BAND = 0.8
 COVER = 0.4
 # Window (px) of the median a defect is compared with to tell dark from light.
 BACKGROUND = 21
-
-
 SIDES = ("top", "bottom", "left", "right")
 
 
-def edge_sides(masks: list[np.ndarray], gray: np.ndarray) -> list[str]:
+def edge_sides(masks: list[np.ndarray], gray: np.ndarray,
+               background: np.ndarray | None = None) -> list[str]:
     """The SIDES along which dark defects of any of `masks` (HxW bool: one photo flagged at
     several thresholds) cover at least COVER of the side's length: a print's edge; `gray` is
-    the photo's luminance (HxW, 8-bit levels). Several thresholds, because at one of them an
-    edge line may have merged with a defect further in."""
-    background = median_background(gray)
+    the photo's luminance (HxW, 8-bit levels), `background` its `median_background`. Several
+    thresholds, because at one of them an edge line may have merged with a defect further in."""
+    background = median_background(gray) if background is None else background
     covers = [defects_along(mask, gray, background)[2] for mask in masks]
     return [side for side in SIDES if max(cover[side] for cover in covers) >= COVER]
 
 
-def along_sides(mask: np.ndarray, gray: np.ndarray, sides: list[str]) -> np.ndarray:
+def edge_pixels(mask: np.ndarray, gray: np.ndarray, judged: list[np.ndarray]) -> np.ndarray:
+    """The pixels of `mask` that are a print's edge, the sides judged on `judged`."""
+    background = median_background(gray)
+    return along_sides(mask, gray, edge_sides(judged, gray, background), background)
+
+
+def may_show_edge(mask: np.ndarray, spread: int = 0) -> bool:
+    """Whether any side could be a print's edge in a mask that grows by at most `spread` px
+    from `mask` (HxW bool): whether flagged pixels within BAND + spread px of some side reach
+    COVER of its length, each widened by `spread` along it. A bound, so that the defects of
+    most photos, far from every side, cost nothing more."""
+    band = BAND + spread
+    height, width = mask.shape
+    for near in (mask[:band].any(0), mask[height - band:].any(0),
+                 mask[:, :band].any(1), mask[:, width - band:].any(1)):
+        if spread:
+            near = cv2.dilate(near.astype(np.uint8)[None], np.ones((1, 2 * spread + 1),
+                                                                   np.uint8))[0] > 0
+        if near.mean() >= COVER:
+            return True
+    return False
+
+
+def along_sides(mask: np.ndarray, gray: np.ndarray, sides: list[str],
+                background: np.ndarray | None = None) -> np.ndarray:
     """The pixels of `mask` along `sides` (HxW bool): those within BAND px of one, and the
     defects that lie along the frame and reach one, dark or light (beyond a print's edge
     line lies the scanner's lid)."""
     if not sides:
         return np.zeros_like(mask)
-    labels, along, _ = defects_along(mask, gray, median_background(gray))
+    background = median_background(gray) if background is None else background
+    labels, along, _ = defects_along(mask, gray, background)
     edge = np.logical_or.reduce([along[side] for side in sides])[labels]
     height, width = mask.shape
     bands = {"top": (slice(0, BAND), slice(None)), "bottom": (slice(height - BAND, None),

@@ -270,9 +270,11 @@ def print_edge(found: np.ndarray, odds: np.ndarray, image: np.ndarray) -> np.nda
     """What of `found` is a tight scan's print edge (`pipeline.detectors.print_edge`).
     Which sides show one is judged on the masks at EDGE_SENSITIVITIES, so that the answer
     is the photo's, whatever sensitivity was asked for."""
-    gray = luminance(levels(image))
+    keenest = odds > threshold(max(EDGE_SENSITIVITIES))
+    if not edges.may_show_edge(keenest, FOOTPRINT_GROWTH):
+        return np.zeros_like(found)
     judged = [footprint(odds > threshold(level)) for level in EDGE_SENSITIVITIES]
-    return edges.along_sides(found, gray, edges.edge_sides(judged, gray))
+    return edges.edge_pixels(found, luminance(levels(image)), judged)
 
 
 def footprint(found: np.ndarray) -> np.ndarray:
