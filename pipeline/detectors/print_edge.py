@@ -21,26 +21,48 @@ IN_BAND = 0.8
 # (benchmarks/real) the two sides of the tight scan (c) are covered 0.55-0.91 at `verified`'s
 # sensitivities 0.7-1.0, every other side of every print at most 0.04.
 COVER = 0.4
-# Window (px) of the median a defect is compared with to tell dark from light.
-BACKGROUND = 21
+# Dark or light against the picture just inside the band: per position along a side, the
+# median of the strip INNER px further in, smoothed along the side over ALONG px. (A median
+# window around the defect would, at the frame, see mostly the defect and the frame's
+# replicated pixels: a light worn edge came out dark beside a bright sky.)
+INNER = 20
+ALONG = 21
 SIDES = ("top", "bottom", "left", "right")
 
 
-def edge_sides(masks: list[np.ndarray], gray: np.ndarray,
-               background: np.ndarray | None = None) -> list[str]:
+def edge_sides(masks: list[np.ndarray], gray: np.ndarray) -> list[str]:
     """The SIDES along which dark defects of any of `masks` (HxW bool: one photo flagged at
     several thresholds) cover at least COVER of the side's length: a print's edge; `gray` is
-    the photo's luminance (HxW, 8-bit levels), `background` its `median_background`. Several
-    thresholds, because at one of them an edge line may have merged with a defect further in."""
-    background = median_background(gray) if background is None else background
-    covers = [defects_along(mask, gray, background)[2] for mask in masks]
+    the photo's luminance (HxW, 8-bit levels). Several thresholds, because at one of them an
+    edge line may have merged with a defect further in."""
+    if min(gray.shape) < 2 * (BAND + INNER):
+        return []
+    inner = inner_levels(gray)
+    covers = [defects_along(mask, gray, inner)[2] for mask in masks]
     return [side for side in SIDES if max(cover[side] for cover in covers) >= COVER]
+
+
+def along_sides(mask: np.ndarray, gray: np.ndarray, sides: list[str]) -> np.ndarray:
+    """The pixels of `mask` along `sides` (HxW bool): those within BAND px of one, and the
+    defects that lie along the frame and reach one, dark or light (beyond a print's edge
+    line lies the scanner's lid)."""
+    if not sides:
+        return np.zeros_like(mask)
+    labels, along, _ = defects_along(mask, gray, inner_levels(gray))
+    edge = np.logical_or.reduce([along[side] for side in sides])[labels]
+    height, width = mask.shape
+    bands = {"top": (slice(0, BAND), slice(None)), "bottom": (slice(height - BAND, None),
+                                                               slice(None)),
+             "left": (slice(None), slice(0, BAND)), "right": (slice(None), slice(width - BAND,
+                                                                                  None))}
+    for side in sides:
+        edge[bands[side]] = True
+    return edge & mask
 
 
 def edge_pixels(mask: np.ndarray, gray: np.ndarray, judged: list[np.ndarray]) -> np.ndarray:
     """The pixels of `mask` that are a print's edge, the sides judged on `judged`."""
-    background = median_background(gray)
-    return along_sides(mask, gray, edge_sides(judged, gray, background), background)
+    return along_sides(mask, gray, edge_sides(judged, gray))
 
 
 def may_show_edge(mask: np.ndarray, spread: int = 0) -> bool:
@@ -60,48 +82,44 @@ def may_show_edge(mask: np.ndarray, spread: int = 0) -> bool:
     return False
 
 
-def along_sides(mask: np.ndarray, gray: np.ndarray, sides: list[str],
-                background: np.ndarray | None = None) -> np.ndarray:
-    """The pixels of `mask` along `sides` (HxW bool): those within BAND px of one, and the
-    defects that lie along the frame and reach one, dark or light (beyond a print's edge
-    line lies the scanner's lid)."""
-    if not sides:
-        return np.zeros_like(mask)
-    background = median_background(gray) if background is None else background
-    labels, along, _ = defects_along(mask, gray, background)
-    edge = np.logical_or.reduce([along[side] for side in sides])[labels]
-    height, width = mask.shape
-    bands = {"top": (slice(0, BAND), slice(None)), "bottom": (slice(height - BAND, None),
-                                                               slice(None)),
-             "left": (slice(None), slice(0, BAND)), "right": (slice(None), slice(width - BAND,
-                                                                                  None))}
-    for side in sides:
-        edge[bands[side]] = True
-    return edge & mask
-
-
-def median_background(gray: np.ndarray) -> np.ndarray:
-    """What a defect is compared with to tell dark from light (float32 HxW levels)."""
-    quantized = np.clip(gray + 0.5, 0, 255).astype(np.uint8)
-    return cv2.medianBlur(quantized, BACKGROUND).astype(np.float32)
+def inner_levels(gray: np.ndarray) -> dict[str, np.ndarray]:
+    """Per side, the picture's level just inside the band at each position along it (float32
+    1-D): the median across the strip BAND..BAND + INNER px in, then over ALONG px along."""
+    height, width = gray.shape
+    strips = {"top": gray[BAND:BAND + INNER].T, "bottom": gray[height - BAND - INNER:
+                                                               height - BAND].T,
+              "left": gray[:, BAND:BAND + INNER], "right": gray[:, width - BAND - INNER:
+                                                                width - BAND]}
+    levels = {}
+    for side, strip in strips.items():
+        across = np.clip(np.median(strip, 1) + 0.5, 0, 255).astype(np.uint8)
+        if len(across) > ALONG:
+            across = cv2.medianBlur(across[None], ALONG)[0]
+        levels[side] = across.astype(np.float32).ravel()
+    return levels
 
 
 def defects_along(mask: np.ndarray, gray: np.ndarray,
-                  background: np.ndarray) -> tuple[np.ndarray, dict, dict]:
+                  inner: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, dict]:
     """The defects (8-connected components) of `mask`: their labels (HxW), per side which of
     them lie along it (bool per label), and what share of the side's length the dark ones
     among them cover. A defect lies along the frame when IN_BAND of its pixels are within
     BAND px of a side (an edge line turning a corner counts for both sides), and along each
-    side it has pixels that close to."""
+    side it has pixels that close to; it is dark when its pixels are darker, on average, than
+    the `inner_levels` of their nearest side."""
     height, width = mask.shape
     count, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     rows, cols = np.nonzero(mask)
     label = labels[rows, cols]
     size = np.maximum(np.bincount(label, minlength=count), 1)
-    contrast = gray[rows, cols] - background[rows, cols]
-    dark = np.bincount(label, contrast, count) / size < 0
     inward = {"top": rows, "bottom": height - 1 - rows, "left": cols, "right": width - 1 - cols}
     position = {"top": cols, "bottom": cols, "left": rows, "right": rows}
+    nearest = np.argmin(np.stack([inward[side] for side in SIDES]), 0)
+    contrast = gray[rows, cols].astype(np.float32)
+    for index, side in enumerate(SIDES):
+        pick = nearest == index
+        contrast[pick] -= inner[side][position[side][pick]]
+    dark = np.bincount(label, contrast, count) / size < 0
     frame = np.minimum.reduce(list(inward.values())) < BAND
     along_frame = np.bincount(label, frame, count) / size >= IN_BAND
     along_frame[0] = False  # the label of everything unflagged
