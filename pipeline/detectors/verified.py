@@ -68,11 +68,10 @@ FOOTPRINT_MIN_AREA = 16
 FOOTPRINT_MAX_FILL = 0.5
 FOOTPRINT_MIN_ASPECT = 3.0
 # Which sides of a photo show a tight scan's print edge (`pipeline.detectors.print_edge`) is
-# judged on what the verifier flags at these sensitivities: at 0.7-1.0 the two sides of the
-# real tight scan (benchmarks/real, print c) are covered 0.55-0.91 by dark defects, every other
-# side of the four prints at most 0.04; at 0.5 the tight scan's sides only 0.10 and 0.31. At
-# one level an edge line can merge with a crack further in (a verifier trained with fainter
-# scratches: 0.61 at 0.9, 0.17 at 1.0), so the most any of them shows counts.
+# judged on what the verifier flags at these sensitivities, the most any of them shows: at one
+# level an edge line can merge with a crack further in (a verifier trained with fainter
+# scratches covered print c's right side 0.61 at 0.9, 0.17 at 1.0), and at 0.5 the real tight
+# scan's sides are covered only 0.10 and 0.31.
 EDGE_SENSITIVITIES = (0.7, 0.8, 0.9, 1.0)
 
 
