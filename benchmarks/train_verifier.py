@@ -305,13 +305,6 @@ def calibrate(weights: dict[str, np.ndarray]) -> tuple[float, dict[str, float]]:
     return best[1], best[2]
 
 
-def ensemble(members: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The members' arrays in one set (`m0_w0`, ..., `members`), as `damage_odds` reads it."""
-    packed = {f"m{index}_{name}": array for index, weights in enumerate(members)
-              for name, array in weights.items()}
-    return packed | {"members": np.int64(len(members))}
-
-
 def member_examples(seed: int, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """One member's training examples, from `--cache` (one file per seed) when kept."""
     cache = Path(f"{args.cache}-seed{seed}.npz") if args.cache else None
@@ -364,7 +357,7 @@ def main() -> None:
     weights = members[0]
     if len(members) > 1:
         x = np.concatenate(kept)
-        odds = damage_odds(x, ensemble(members))
+        odds = np.mean([damage_odds(x, member) for member in members], 0)
         print(f"distilling {len(members)} members on {len(x)} examples", flush=True)
         weights = distil(x, odds, args.seeds[0], args.lr, tuple(args.hidden), args.epochs)
     # Kept before calibrating: a calibration that finds no threshold can be rerun on it.

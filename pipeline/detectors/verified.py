@@ -242,25 +242,7 @@ def verifier_id() -> str:
 
 
 def damage_odds(features: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
-    """The verifier's log-odds of damage for each row of features: the mean of its members'
-    when it has several (`members`: perceptrons trained on different seeds' examples, whose
-    arrays are prefixed `m0_`, `m1_`, ...), else its one perceptron's."""
-    if "members" not in weights:
-        return perceptron_odds(features, weights)
-    count = int(weights["members"])
-    return np.mean([perceptron_odds(features, member(weights, index))
-                    for index in range(count)], 0)
-
-
-def member(weights: dict[str, np.ndarray], index: int) -> dict[str, np.ndarray]:
-    """The arrays of one member of an ensemble verifier, without their prefix."""
-    prefix = f"m{index}_"
-    return {name[len(prefix):]: array for name, array in weights.items()
-            if name.startswith(prefix)}
-
-
-def perceptron_odds(features: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
-    """One perceptron's log-odds of damage for each row of features."""
+    """The perceptron's log-odds of damage for each row of features."""
     hidden = (features - weights["mean"]) / weights["std"]
     layer = 0
     while f"w{layer + 1}" in weights:
