@@ -14,8 +14,14 @@ import torch
 from pipeline.damage import DamageParams, add_damage, mask_scores, synthetic_infrared
 from pipeline.detect import DetectorError, count_defects, detect, detector_names
 from pipeline.detectors.infrared import read_infrared
-from pipeline.detectors.learned import shifted
-from pipeline.detectors.maps import gray_float
+from pipeline.detectors.learned import (
+    WEIGHTS_FILE,
+    for_inference,
+    net_from_weights,
+    net_probability,
+    shifted,
+)
+from pipeline.detectors.maps import float_image, gray_float, load_weights
 from pipeline.detectors.tophat import tophat_response
 from pipeline.methods import inpaint
 from pipeline.settings import RunSettings
@@ -129,6 +135,15 @@ def test_the_net_reads_large_scans_in_bands_with_the_same_result(monkeypatch):
     # Bands of 25 rows: the overlap covers the net's reach, so nothing changes at the seams.
     monkeypatch.setattr("pipeline.detectors.learned.TILE", 64)
     assert np.array_equal(detect(damage.image).mask, whole)
+
+
+def test_the_net_folded_for_scoring_scores_as_the_trained_one():
+    pixels = float_image(add_damage(small_photo("chelsea", 96), seed=3).image)
+    trained = net_from_weights(load_weights(WEIGHTS_FILE)).eval()
+    expected = net_probability(trained, pixels)
+    folded = for_inference(net_from_weights(load_weights(WEIGHTS_FILE)))
+    assert np.abs(net_probability(folded, pixels) - expected).max() < 1e-3
+    assert expected.max() > 0.5  # a real test: the photo's damage scores high
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")

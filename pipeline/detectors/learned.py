@@ -161,8 +161,7 @@ def view_score(net, batch, view: tuple[int, bool]):
 
     turns, flip = view
     seen = torch.rot90(batch, turns, (2, 3))
-    seen = (seen.flip(3) if flip else seen).contiguous(memory_format=torch.channels_last)
-    score = torch.sigmoid(net(seen))
+    score = torch.sigmoid(net(seen.flip(3) if flip else seen))
     return torch.rot90(score.flip(3) if flip else score, -turns, (2, 3))
 
 
