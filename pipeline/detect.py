@@ -127,9 +127,10 @@ def detect_shrunk(image: np.ndarray, method: str, sensitivity: float,
 
 
 def weights_id(detector: str = "learned") -> str:
-    """The identity of the shipped weights `detector` runs (start of a sha256: of the file,
-    and for `verified` of the file and its footprint rule), recorded in params; `auto` runs
-    AUTO_DETECTOR's when the photo has no IR channel."""
+    """The identity of the shipped weights `detector` runs and the rules around them (start
+    of a sha256: for `learned` of the file and its cascade of views, for `verified` of the file
+    and its footprint and print-edge rules), recorded in params; `auto` runs AUTO_DETECTOR's
+    when the photo has no IR channel."""
     if (AUTO_DETECTOR if detector == "auto" else detector) == "verified":
         return verified.verifier_id()
     return learned.weights_id()

@@ -13,6 +13,7 @@ import torch
 
 from pipeline.damage import DamageParams, add_damage, mask_scores, synthetic_infrared
 from pipeline.detect import DetectorError, count_defects, detect, detector_names
+from pipeline.detectors import learned
 from pipeline.detectors.infrared import read_infrared
 from pipeline.detectors.learned import (
     WEIGHTS_FILE,
@@ -21,7 +22,7 @@ from pipeline.detectors.learned import (
     net_probability,
     shifted,
 )
-from pipeline.detectors.maps import float_image, gray_float, load_weights
+from pipeline.detectors.maps import float_image, gray_float, hysteresis, load_weights
 from pipeline.detectors.tophat import tophat_response
 from pipeline.methods import inpaint
 from pipeline.settings import RunSettings
@@ -144,6 +145,24 @@ def test_the_net_folded_for_scoring_scores_as_the_trained_one():
     folded = for_inference(net_from_weights(load_weights(WEIGHTS_FILE)))
     assert np.abs(net_probability(folded, pixels) - expected).max() < 1e-3
     assert expected.max() > 0.5  # a real test: the photo's damage scores high
+
+
+def test_later_views_are_scored_only_where_they_can_change_the_mask(monkeypatch):
+    # A photo with a few defects: the eight views everywhere and the cascade flag alike, and
+    # the cascade scores views after the first on part of the photo only.
+    damage = add_damage(small_photo("astronaut", 320), seed=4,
+                        params=DamageParams(scratches=(1, 1), hairs=(0, 0), dust=(6, 6)))
+    pixels = float_image(damage.image)
+    high = shifted(float(load_weights(WEIGHTS_FILE)["threshold"]), 0.5)
+    every_view = learned.damage_probability(pixels)
+    scored = []
+    view_score = learned.view_score
+    monkeypatch.setattr(learned, "view_score", lambda net, batch, view: (
+        scored.append(batch.shape[2] * batch.shape[3]), view_score(net, batch, view))[1])
+    cascade = learned.damage_probability(pixels, thresholds=(high / 2, high))
+    masks = [hysteresis(score, high / 2, high) for score in (every_view, cascade)]
+    assert masks[0].sum() > 50 and (masks[0] != masks[1]).sum() <= 5
+    assert sum(scored) < 0.5 * len(learned.VIEWS) * pixels.shape[0] * pixels.shape[1]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
