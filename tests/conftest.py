@@ -46,14 +46,19 @@ def archive(tmp_path: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def local_ray():
-    """One real local Ray for the session; `pipeline.run` reuses a Ray that is running."""
+    """One real local Ray for the session; `pipeline.run` reuses a Ray that is running. Its
+    workers hold the loopback S3 server's fake credentials (a worker's environment is fixed
+    when Ray starts), so a test can run on it against a bucket by giving the endpoint as a
+    storage option (`S3.endpoint_option`); without one, nothing of it reaches the server."""
     import ray
 
     from pipeline import localray
     from pipeline.runner import _quiet_ray_logs
+    from tests.s3server import credentials_in_environment
 
     _quiet_ray_logs()
-    localray.start(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with credentials_in_environment():
+        localray.start(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     localray.stop()
 

@@ -7,6 +7,9 @@ and the Ray workers they start all reach it through botocore's ordinary configur
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import secrets
 import shutil
 import socket
@@ -37,6 +40,11 @@ class S3:
     def uri(self, key: str = "") -> str:
         return f"s3://{self.bucket}/{key}".rstrip("/")
 
+    def endpoint_option(self, endpoint: str | None = None) -> str:
+        """`--storage-options` naming the endpoint (this server's, or a proxy of it): how a
+        run on the session's Ray (the `local_ray` fixture) reaches the bucket."""
+        return json.dumps({"endpoint_url": endpoint or self.endpoint})
+
     def filesystem(self):
         import s3fs
 
@@ -53,6 +61,23 @@ class S3:
             time.sleep(0.3)
         lines = self.log.read_text(errors="replace").splitlines()
         return [line.split('"')[1] for line in lines if line.count('"') >= 2]
+
+
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": ACCESS_KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET_ACCESS_KEY,
+               "AWS_SESSION_TOKEN": SESSION_TOKEN, "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+@contextlib.contextmanager
+def credentials_in_environment():
+    """The fake credentials (not the endpoint) in this process's environment, then as before:
+    what the session's Ray starts inside inherits them."""
+    before = dict(os.environ)
+    os.environ.update(CREDENTIALS)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(before)
 
 
 def free_port() -> int:
@@ -103,10 +128,8 @@ def s3(s3_server, monkeypatch) -> S3:
     for name in ("AWS_PROFILE", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY_ID)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_ACCESS_KEY)
-    monkeypatch.setenv("AWS_SESSION_TOKEN", SESSION_TOKEN)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
     # fsspec caches filesystem instances by their arguments, not by the environment.
     s3fs.S3FileSystem.clear_instance_cache()
     server = S3(endpoint, f"test-{uuid.uuid4().hex[:12]}", log)

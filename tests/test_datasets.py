@@ -441,8 +441,6 @@ def test_restore_dataset_refuses_clashing_columns_or_prefixes_its_own(tmp_path, 
 def test_dataset_round_trip_and_resume_over_s3(s3, tmp_path, kind, local_ray):
     import pyarrow.fs
 
-    from tests.test_s3 import inpaint_cli
-
     rows = samples()
     fs = s3.filesystem()
     if kind == "parquet":
@@ -452,12 +450,15 @@ def test_dataset_round_trip_and_resume_over_s3(s3, tmp_path, kind, local_ray):
         local = write_shard(tmp_path / "data", rows)
         images = s3.uri("data/shard-{000000..000000}.tar")
     fs.put_file(str(local), s3.uri(f"data/{local.name}"))
-    args = ["run", images, "--out", s3.uri("out"), "--method", "telea", "--no-report"]
-    first = inpaint_cli(*args)
-    assert first.returncode == 0, first.stderr
+    # On the session's Ray, in this process (see `local_ray`): a command of its own would
+    # start a Ray per run.
+    args = ["run", images, "--out", s3.uri("out"), "--method", "telea", "--no-report",
+            "--storage-options", s3.endpoint_option()]
+    first = inpaint(*args)
+    assert first.exit_code == 0, first.stderr
     assert "3 ok" in first.stdout
-    second = inpaint_cli(*args)
-    assert second.returncode == 0 and "3 already done" in second.stdout, second.stderr
+    second = inpaint(*args)
+    assert second.exit_code == 0 and "3 already done" in second.stdout, second.stderr
     assert len(manifest.read(s3.uri("out/_manifest"))) == 3, "resume redid work"
     output = fs.cat_file(s3.uri(f"out/{local.name}"))
     assert not [key for key in fs.find(s3.uri("out")) if ".tmp-" in key]

@@ -110,6 +110,17 @@ def tiny_archive(root, count: int) -> tuple[str, str]:
     return str(root / "images"), str(root / "masks")
 
 
+def in_process_cli(*args: str):
+    """`inpaint ARGS` in this process, on the session's Ray (`local_ray`): a command of its
+    own would start a Ray per run, a quarter of a minute each on 2 cores, and the stops and
+    resumes these tests check do not depend on the command's own process."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
 def stop_message(result) -> str:
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: stopped:")]
     assert len(lines) == 1, result.stderr
@@ -152,9 +163,9 @@ def test_an_output_that_cannot_be_written_is_a_usage_error_before_any_work(archi
 @pytest.mark.slow
 @pytest.mark.parametrize("manifest_on", ["another disk", "the full disk"])
 def test_a_full_disk_stops_the_run_and_rerunning_after_freeing_space_resumes(tmp_path,
-                                                                            manifest_on):
+                                                                            manifest_on,
+                                                                            local_ray):
     from tests.disks import remount, tmpfs
-    from tests.test_s3 import inpaint_cli
 
     images, masks = tiny_archive(tmp_path, 40)
     with tmpfs(tmp_path / "disk", "size=64k") as disk:
@@ -162,8 +173,8 @@ def test_a_full_disk_stops_the_run_and_rerunning_after_freeing_space_resumes(tmp
         manifest_uri = tmp_path / "manifest" if manifest_on == "another disk" else out / "_manifest"
         args = ["run", images, "--masks", masks, "--out", out, "--method", "telea",
                 "--manifest", manifest_uri]
-        first = inpaint_cli(*map(str, args))
-        assert first.returncode == 5, first.stderr
+        first = in_process_cli(*map(str, args))
+        assert first.exit_code == 5, first.stderr
         message = stop_message(first)
         on_disk = sorted(p.name for p in out.glob("*.png"))
         assert 0 < len(on_disk) < 40
@@ -191,33 +202,32 @@ def test_a_full_disk_stops_the_run_and_rerunning_after_freeing_space_resumes(tmp
             assert list(manifest_uri.iterdir()) == []
             resumed = 0
         remount(disk, "size=4m")
-        second = inpaint_cli(*map(str, args))
-        assert second.returncode == 0, second.stderr
+        second = in_process_cli(*map(str, args))
+        assert second.exit_code == 0, second.stderr
         assert f"{40 - resumed} ok; {resumed} already done" in second.stdout
         assert recorded(manifest_uri) == {f"photo-{i:02d}.png": "ok" for i in range(40)}
         assert len(list(out.glob("*.png"))) == 40
 
 
 @pytest.mark.slow
-def test_a_bucket_over_quota_mid_run_stops_it_and_a_rerun_resumes(s3, tmp_path, monkeypatch):
+def test_a_bucket_over_quota_mid_run_stops_it_and_a_rerun_resumes(s3, tmp_path, local_ray):
     from tests.s3server import FaultyProxy
-    from tests.test_s3 import inpaint_cli
 
     images, masks = tiny_archive(tmp_path, 12)
     fs = s3.filesystem()
     fs.put(images, s3.uri("images"), recursive=True)
     fs.put(masks, s3.uri("masks"), recursive=True)
     proxy = FaultyProxy(s3.endpoint)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)  # the CLI and its Ray workers
     full = [f"/{s3.bucket}/out/photo-{i:02d}.png" for i in range(5, 12)]
     for key in full:  # what Ceph RGW answers a bucket over its quota
         proxy.fail("PUT", key, -1, "QuotaExceeded", 403, "The bucket is over its quota")
     manifest_uri = tmp_path / "manifest"
     args = ["run", s3.uri("images"), "--masks", s3.uri("masks"), "--out", s3.uri("out"),
-            "--method", "telea", "--manifest", str(manifest_uri)]
+            "--method", "telea", "--manifest", str(manifest_uri),
+            "--storage-options", s3.endpoint_option(proxy.endpoint)]
     try:
-        first = inpaint_cli(*args)
-        assert first.returncode == 5, first.stderr
+        first = in_process_cli(*args)
+        assert first.exit_code == 5, first.stderr
         message = stop_message(first)
         refused_at = re.search(
             r"the object store is full or over quota \(An error occurred \(QuotaExceeded\) "
@@ -233,10 +243,10 @@ def test_a_bucket_over_quota_mid_run_stops_it_and_a_rerun_resumes(s3, tmp_path, 
                 f"{12 - len(rows)} not done") in message
         assert all(proxy.seen[("PUT", key)] <= 1 for key in full), "a refusal was retried"
         proxy.plans.clear()  # the quota raised
-        second = inpaint_cli(*args)
+        second = in_process_cli(*args)
     finally:
         proxy.close()
-    assert second.returncode == 0, second.stderr
+    assert second.exit_code == 0, second.stderr
     assert f"{12 - len(rows)} ok; {len(rows)} already done" in second.stdout
     assert recorded(manifest_uri) == {f"photo-{i:02d}.png": "ok" for i in range(12)}
 

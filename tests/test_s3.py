@@ -147,27 +147,27 @@ def test_a_missing_object_is_a_failed_row_and_the_run_goes_on(s3, archive):
 
 @pytest.mark.slow
 def test_a_run_on_storage_that_answers_slowly_overlaps_its_requests_and_completes(
-        s3, tmp_path, monkeypatch):
+        s3, tmp_path, local_ray):
     """Every request waits 0.2 s at a proxy (a distant bucket): reads ahead and writes
     behind are under way side by side (pipeline/stages.py), and every item gets its one
     row and its whole output."""
     from tests.s3server import FaultyProxy
-    from tests.test_runner import recorded, tiny_archive
+    from tests.test_runner import in_process_cli, recorded, tiny_archive
 
     images, masks = tiny_archive(tmp_path, 8)
     fs = s3.filesystem()
     fs.put(images, s3.uri("images"), recursive=True)
     fs.put(masks, s3.uri("masks"), recursive=True)
     proxy = FaultyProxy(s3.endpoint, latency=0.2)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)  # the CLI and its Ray workers
     manifest_uri = tmp_path / "manifest"
     try:
-        result = inpaint_cli("run", s3.uri("images"), "--masks", s3.uri("masks"), "--out",
-                             s3.uri("out"), "--method", "telea", "--manifest",
-                             str(manifest_uri), "--no-report")
+        result = in_process_cli("run", s3.uri("images"), "--masks", s3.uri("masks"), "--out",
+                                s3.uri("out"), "--method", "telea", "--manifest",
+                                str(manifest_uri), "--no-report",
+                                "--storage-options", s3.endpoint_option(proxy.endpoint))
     finally:
         proxy.close()
-    assert result.returncode == 0, result.stderr
+    assert result.exit_code == 0, result.stderr
     assert recorded(manifest_uri) == {f"photo-{i:02d}.png": "ok" for i in range(8)}
     outputs = objects(s3, "out")
     assert len(outputs) == 8
