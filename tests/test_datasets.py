@@ -398,7 +398,11 @@ def test_a_worker_killed_mid_part_loses_and_duplicates_nothing(tmp_path, local_r
     written = [k for p in sorted(out.glob("part-*.parquet"))
                for k in pq.read_table(p).column("key").to_pylist()]
     assert sorted(written) == sorted(keys)
-    assert not list(out.glob(".tmp-*"))
+    # A SIGKILL between a write's temporary and its rename leaves that hidden temporary
+    # (known, README "Failures on Ray"): never under an output's name, and only the killed
+    # worker's writes under way.
+    from pipeline.stages import IO_THREADS
+    assert len(list((out).glob(".tmp-*"))) <= IO_THREADS
 
 
 @pytest.mark.slow
