@@ -11,7 +11,8 @@ from pipeline import runner
 from pipeline.masks import synthetic_mask
 from pipeline.settings import RunSettings
 from tests.conftest import save, save_mask, small_photo
-from tests.workerkill import run_killing_a_worker
+from tests.test_cli import inpaint
+from tests.workerkill import assert_at_most_the_killed_writes_left, run_killing_a_worker
 
 
 @pytest.fixture
@@ -38,11 +39,7 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(slow_archive, loca
     assert sorted(r["relative_path"] for r in rows) == [f"photo-{i:02d}.png" for i in range(10)]
     assert all(r["status"] == "ok" for r in rows)
     assert len(list((slow_archive / "out").glob("*.png"))) == 10
-    # A SIGKILL between a write's temporary and its rename leaves that hidden temporary
-    # (known, README "Failures on Ray"): never under an output's name, and only the killed
-    # worker's writes under way.
-    from pipeline.stages import IO_THREADS
-    assert len(list((slow_archive / "out").glob(".tmp-*"))) <= IO_THREADS
+    assert_at_most_the_killed_writes_left(slow_archive / "out")
 
 
 @pytest.mark.slow
@@ -114,17 +111,6 @@ def tiny_archive(root, count: int) -> tuple[str, str]:
     return str(root / "images"), str(root / "masks")
 
 
-def in_process_cli(*args: str):
-    """`inpaint ARGS` in this process, on the session's Ray (`local_ray`): a command of its
-    own would start a Ray per run, a quarter of a minute each on 2 cores, and the stops and
-    resumes these tests check do not depend on the command's own process."""
-    from typer.testing import CliRunner
-
-    from pipeline.cli import app
-
-    return CliRunner().invoke(app, list(args))
-
-
 def stop_message(result) -> str:
     lines = [line for line in result.stderr.splitlines() if line.startswith("error: stopped:")]
     assert len(lines) == 1, result.stderr
@@ -169,6 +155,8 @@ def test_an_output_that_cannot_be_written_is_a_usage_error_before_any_work(archi
 def test_a_full_disk_stops_the_run_and_rerunning_after_freeing_space_resumes(tmp_path,
                                                                             manifest_on,
                                                                             local_ray):
+    # `inpaint` runs in this process, on the session's Ray: a command of its own would start
+    # a Ray per run, and the stop and resume checked here do not depend on its process.
     from tests.disks import remount, tmpfs
 
     images, masks = tiny_archive(tmp_path, 40)
@@ -177,7 +165,7 @@ def test_a_full_disk_stops_the_run_and_rerunning_after_freeing_space_resumes(tmp
         manifest_uri = tmp_path / "manifest" if manifest_on == "another disk" else out / "_manifest"
         args = ["run", images, "--masks", masks, "--out", out, "--method", "telea",
                 "--manifest", manifest_uri]
-        first = in_process_cli(*map(str, args))
+        first = inpaint(*args)
         assert first.exit_code == 5, first.stderr
         message = stop_message(first)
         on_disk = sorted(p.name for p in out.glob("*.png"))
@@ -206,7 +194,7 @@ def test_a_full_disk_stops_the_run_and_rerunning_after_freeing_space_resumes(tmp
             assert list(manifest_uri.iterdir()) == []
             resumed = 0
         remount(disk, "size=4m")
-        second = in_process_cli(*map(str, args))
+        second = inpaint(*args)
         assert second.exit_code == 0, second.stderr
         assert f"{40 - resumed} ok; {resumed} already done" in second.stdout
         assert recorded(manifest_uri) == {f"photo-{i:02d}.png": "ok" for i in range(40)}
@@ -230,7 +218,7 @@ def test_a_bucket_over_quota_mid_run_stops_it_and_a_rerun_resumes(s3, tmp_path, 
             "--method", "telea", "--manifest", str(manifest_uri),
             "--storage-options", s3.endpoint_option(proxy.endpoint)]
     try:
-        first = in_process_cli(*args)
+        first = inpaint(*args)
         assert first.exit_code == 5, first.stderr
         message = stop_message(first)
         refused_at = re.search(
@@ -247,7 +235,7 @@ def test_a_bucket_over_quota_mid_run_stops_it_and_a_rerun_resumes(s3, tmp_path, 
                 f"{12 - len(rows)} not done") in message
         assert all(proxy.seen[("PUT", key)] <= 1 for key in full), "a refusal was retried"
         proxy.plans.clear()  # the quota raised
-        second = in_process_cli(*args)
+        second = inpaint(*args)
     finally:
         proxy.close()
     assert second.exit_code == 0, second.stderr

@@ -152,7 +152,8 @@ def test_a_run_on_storage_that_answers_slowly_overlaps_its_requests_and_complete
     behind are under way side by side (pipeline/stages.py), and every item gets its one
     row and its whole output."""
     from tests.s3server import FaultyProxy
-    from tests.test_runner import in_process_cli, recorded, tiny_archive
+    from tests.test_cli import inpaint
+    from tests.test_runner import recorded, tiny_archive
 
     images, masks = tiny_archive(tmp_path, 8)
     fs = s3.filesystem()
@@ -161,10 +162,9 @@ def test_a_run_on_storage_that_answers_slowly_overlaps_its_requests_and_complete
     proxy = FaultyProxy(s3.endpoint, latency=0.2)
     manifest_uri = tmp_path / "manifest"
     try:
-        result = in_process_cli("run", s3.uri("images"), "--masks", s3.uri("masks"), "--out",
-                                s3.uri("out"), "--method", "telea", "--manifest",
-                                str(manifest_uri), "--no-report",
-                                "--storage-options", s3.endpoint_option(proxy.endpoint))
+        result = inpaint("run", s3.uri("images"), "--masks", s3.uri("masks"), "--out",
+                         s3.uri("out"), "--method", "telea", "--manifest", str(manifest_uri),
+                         "--no-report", "--storage-options", s3.endpoint_option(proxy.endpoint))
     finally:
         proxy.close()
     assert result.exit_code == 0, result.stderr

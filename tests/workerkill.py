@@ -48,3 +48,12 @@ def run_killing_a_worker(settings: RunSettings, actor_class: str, out: Path,
     thread.join(timeout=300)
     assert killed is not None, "the run ended before a worker could be killed"
     return outcome["summary"]
+
+
+def assert_at_most_the_killed_writes_left(out: Path) -> None:
+    """A SIGKILL between a write's temporary and its rename leaves that hidden temporary
+    (known, README "Failures on Ray"): never under an output's name, and no more than the
+    killed worker's writes under way."""
+    from pipeline.stages import IO_THREADS
+
+    assert len(list(out.glob(".tmp-*"))) <= IO_THREADS
