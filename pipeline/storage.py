@@ -7,12 +7,13 @@ laptop folder, `memory://` in tests and an `s3://` bucket on a cluster.
 from __future__ import annotations
 
 import errno
+import hashlib
 import logging
 import os
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import fsspec
@@ -179,25 +180,31 @@ def read_uri(uri: str, storage_options: dict[str, Any] | None = None) -> bytes:
     return read_bytes(fs, path)
 
 
-def write_uri(uri: str, data: bytes, storage_options: dict[str, Any] | None = None) -> None:
+def write_uri(uri: str, data: bytes, storage_options: dict[str, Any] | None = None,
+              run_id: str | None = None) -> None:
     """`write_atomic` for a URI."""
     fs, path = filesystem(uri, storage_options)
-    write_atomic(fs, path, data)
+    write_atomic(fs, path, data, run_id)
 
 
-def write_atomic(fs, path: str, data: bytes) -> None:
+def write_atomic(fs, path: str, data: bytes, run_id: str | None = None) -> None:
     """Write so that no reader ever sees a partial file at `path`.
 
     Local: a temporary file in the same folder, fsynced, then renamed over the target; it
-    gets the mode a plain `open()` gives a new file (0666 less the umask).
-    Object stores: one PUT of the finished bytes (`pipe_file`), never a streamed upload.
+    gets the mode a plain `open()` gives a new file (0666 less the umask). A run's workers
+    give its `run_id`, which the temporary's name carries (`temporary_prefix`): what a
+    process killed before the rename leaves, that run can find and remove
+    (`remove_temporaries`) without touching another run's writes under way.
+    Object stores: one PUT of the finished bytes (`pipe_file`), never a streamed upload;
+    nothing to leave but, from 100 MiB on (s3fs's multipart upload), an unfinished upload
+    that no listing shows (a bucket's lifecycle rule aborts those).
     A replayed write (Ray retrying a task) replaces the file with identical bytes.
     A location that refuses the write for good (full, over quota, read-only, denied)
     raises `WriteRefused`.
     """
     try:
         if is_local(fs):
-            _write_local_atomic(path, data)
+            _write_local_atomic(path, data, run_id)
         else:
             with_retries(lambda: fs.pipe_file(path, data), f"write {path}")
     except Exception as error:
@@ -263,23 +270,61 @@ def refusal(error: BaseException, location: str) -> WriteRefused | None:
     return None
 
 
-def _create_temporary(folder: str) -> tuple[int, str]:
-    """A new file in `folder` with a unique hidden name, created as a plain `open()` creates
-    one: mode 0666 less the process's umask. (`tempfile.mkstemp` makes it 0600, which the
-    rename would carry to the target, hiding it from the archive's other readers.)"""
+def temporary_prefix(run_id: str | None = None) -> str:
+    """How the names of a run's local temporaries begin: `.tmp-<tag>-`, the tag 12 hex digits
+    of the run id's SHA-256 (a run id is free text: no slash or glob character gets into a
+    file name, and run `a`'s prefix is never the start of run `a-b`'s); `.tmp-` for a write
+    outside a run, whose name is then `.tmp-` and 16 hex digits."""
+    if run_id is None:
+        return ".tmp-"
+    return f".tmp-{hashlib.sha256(run_id.encode()).hexdigest()[:12]}-"
+
+
+def remove_temporaries(folders: Iterable[str], run_id: str,
+                       storage_options: dict[str, Any] | None = None) -> int:
+    """Delete run `run_id`'s temporaries from `folders` (one listing each, not recursive),
+    which its processes killed between a write's temporary and its rename left; returns how
+    many. Others' temporaries (another run's, a write outside a run) stay: call it once the
+    run's own writes are over. A folder that is not there is skipped; object stores hold no
+    temporaries (`write_atomic`)."""
+    prefix, removed = temporary_prefix(run_id), 0
+    for folder in folders:
+        fs, path = filesystem(folder, storage_options)
+        if not is_local(fs):
+            continue
+        try:
+            entries = list(os.scandir(path))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if entry.name.startswith(prefix) and entry.is_file(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                    removed += 1
+                except FileNotFoundError:  # removed meanwhile (the same run, swept twice)
+                    pass
+    return removed
+
+
+def _create_temporary(folder: str, run_id: str | None = None) -> tuple[int, str]:
+    """A new file in `folder` with a unique hidden name (`temporary_prefix`), created as a
+    plain `open()` creates one: mode 0666 less the process's umask. (`tempfile.mkstemp`
+    makes it 0600, which the rename would carry to the target, hiding it from the archive's
+    other readers.)"""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    prefix = temporary_prefix(run_id)
     while True:
-        temporary = os.path.join(folder, f".tmp-{uuid.uuid4().hex[:16]}")
+        temporary = os.path.join(folder, f"{prefix}{uuid.uuid4().hex[:16]}")
         try:
             return os.open(temporary, flags, 0o666), temporary
         except FileExistsError:  # as likely as a uuid collision, but never overwrite
             continue
 
 
-def _write_local_atomic(path: str, data: bytes) -> None:
+def _write_local_atomic(path: str, data: bytes, run_id: str | None) -> None:
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
-    handle, temporary = _create_temporary(folder)
+    handle, temporary = _create_temporary(folder, run_id)
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)

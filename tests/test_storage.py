@@ -8,6 +8,9 @@ same `pipeline.restore_items` the CLI's in-process mode uses.
 from __future__ import annotations
 
 import errno
+import multiprocessing
+import os
+import signal
 import stat
 import uuid
 from collections import Counter
@@ -176,6 +179,36 @@ def test_a_local_write_that_fails_midway_leaves_nothing_new_behind(tmp_path, mon
     assert sorted(p.name for p in tmp_path.iterdir()) == (["photo.png"] if existing else [])
     if existing:
         assert target.read_bytes() == existing
+
+
+def killed_mid_write(target, run_id: str | None) -> None:
+    """Write `target` in a child process SIGKILLed once its bytes are in the temporary and
+    before the rename, as the OOM killer kills a worker: what is left is what it leaves."""
+    def write() -> None:
+        storage.os.fsync = lambda descriptor: os.kill(os.getpid(), signal.SIGKILL)
+        storage.write_uri(str(target), b"half a scan", run_id=run_id)
+
+    child = multiprocessing.get_context("fork").Process(target=write)
+    child.start()
+    child.join()
+    assert child.exitcode == -signal.SIGKILL
+
+
+def test_a_run_removes_only_its_own_killed_writes(tmp_path):
+    out = tmp_path / "out"
+    killed_mid_write(out / "ours.png", "run-a")
+    killed_mid_write(out / "theirs.png", "run-a-b")  # a run writing there at the same time
+    killed_mid_write(out / "reviewed.png", None)  # a write outside any run
+    (out / "restored.png").write_bytes(b"a finished output")
+    left = {path.name for path in out.iterdir()}
+    [ours] = [name for name in left if name.startswith(storage.temporary_prefix("run-a"))]
+    assert len([name for name in left if name.startswith(".tmp-")]) == 3
+    assert not {"ours.png", "theirs.png", "reviewed.png"} & left, "a partial output was seen"
+
+    folders = [str(out), str(tmp_path / "never-written"), "memory://no-temporaries-there"]
+    assert storage.remove_temporaries(folders, "run-a") == 1
+    assert {path.name for path in out.iterdir()} == left - {ours}
+    assert storage.remove_temporaries(folders, "run-a") == 0
 
 
 def test_an_object_store_write_that_fails_leaves_nothing_at_the_key(monkeypatch):
