@@ -34,6 +34,14 @@ def mask_uri_for(base: str, relative_path: str) -> str:
     return storage.join(base, posixpath.splitext(relative_path)[0] + ".png")
 
 
+def detected_mask_uri(settings: RunSettings, relative_path: str) -> str:
+    """Where a run writes the mask it detected: OUT itself for `inpaint detect`, beside the
+    outputs (OUT/_masks) for `run --masks auto`."""
+    base = settings.out if settings.task == "detect" else storage.join(settings.out,
+                                                                       MASKS_FOLDER)
+    return mask_uri_for(base, relative_path)
+
+
 def find_damage(photo: imageio.Photo, image_bytes: bytes, settings: RunSettings,
                 device: str = "cpu") -> Detection:
     """Run the chosen detector on a decoded photo (the learned one's net on `device`); the IR
@@ -56,8 +64,9 @@ def auto_mask(item: Item, photo: imageio.Photo, image_bytes: bytes, settings: Ru
     """Detect the damage of one photo for `run --masks auto`; write the mask beside the
     outputs and return it with the manifest facts (its URI included)."""
     detection = find_damage(photo, image_bytes, settings, device)
-    uri = mask_uri_for(storage.join(settings.out, MASKS_FOLDER), item.relative_path)
-    storage.write_uri(uri, encode_mask(detection.mask), settings.storage_options)
+    uri = detected_mask_uri(settings, item.relative_path)
+    storage.write_uri(uri, encode_mask(detection.mask), settings.storage_options,
+                      settings.run_id)
     return detection.mask, detection_facts(detection) | {"mask_uri": uri, "mask_reviewed": False}
 
 
@@ -77,8 +86,8 @@ def detect_item(item: Item, settings: RunSettings, device: str = "cpu") -> dict[
     photo = imageio.decode(image_bytes, settings.max_pixels)
     detection = find_damage(photo, image_bytes, settings, device)
     data = encode_mask(detection.mask)
-    uri = mask_uri_for(settings.out, item.relative_path)
-    storage.write_uri(uri, data, settings.storage_options)
+    uri = detected_mask_uri(settings, item.relative_path)
+    storage.write_uri(uri, data, settings.storage_options, settings.run_id)
     return detection_facts(detection) | {
         "status": "ok",
         "method": detection.detector,

@@ -49,6 +49,9 @@ REFUSED = "refused"
 # The row key under which an item's output bytes travel when `Context.keep_outputs` is set;
 # never a manifest column (manifest.to_table keeps only its own columns).
 OUTPUT_DATA = "_output_data"
+# The row key that marks the rows of an actor's process Ray started again after the last
+# one died (SIGKILL, the OOM killer): the driver pops it (pipeline.runner).
+RESTARTED = "_restarted"
 
 
 def error_kind(error: BaseException) -> str:
@@ -119,6 +122,19 @@ def output_uri_for(settings: RunSettings, relative_path: str) -> str:
         stem = posixpath.splitext(relative_path)[0]
         relative_path = stem + imageio.extension_for(imageio.FORMAT_NAMES[settings.output_format])
     return storage.join(settings.out, relative_path)
+
+
+def write_folders(settings: RunSettings, items: list[Item]) -> set[str]:
+    """The folders a batch's writes go to: its outputs' and its detected masks'. The driver
+    looks there for the temporaries of a process killed on the batch (pipeline.runner)."""
+    folders = set()
+    for item in items:
+        if settings.task != "detect":
+            folders.add(posixpath.dirname(output_uri_for(settings, item.relative_path)))
+        if settings.task == "detect" or (item.mask_uri is None and settings.masks == "auto"):
+            uri = autodetect.detected_mask_uri(settings, item.relative_path)
+            folders.add(posixpath.dirname(uri))
+    return folders
 
 
 def restore_item(item: Item, context: Context) -> dict[str, Any]:
@@ -334,7 +350,8 @@ class Job:
         if self.context.keep_outputs:
             self.row[OUTPUT_DATA] = data
         else:
-            storage.write_uri(self.output_uri, data, self.context.settings.storage_options)
+            settings = self.context.settings
+            storage.write_uri(self.output_uri, data, settings.storage_options, settings.run_id)
 
     def _write(self, outcome: Result | Exception) -> None:
         if isinstance(outcome, Exception):
@@ -425,12 +442,22 @@ def _unchanged_bytes(photo: imageio.Photo, original: bytes, settings: RunSetting
     return original
 
 
+def restarted_actor() -> bool:
+    """Whether Ray started this actor's process again after the last one died; False
+    outside an actor (Ray's own check asserts there)."""
+    import ray
+
+    context = ray.get_runtime_context()
+    return context.get_actor_id() is not None and bool(context.was_current_actor_reconstructed)
+
+
 def restorer_class(settings: RunSettings, params: str) -> type:
     """The Ray actor class for one run (`pipeline.runner` makes the pool): `restore` takes
     a batch of items and returns their manifest rows.
 
     Settings are baked into the class rather than passed as constructor arguments, which
     Ray would keep in the object store where a restarted actor might not find them.
+    A restarted actor's rows carry `RESTARTED`: its last process may have died mid-write.
     """
     settings_json = settings.model_dump_json()
 
@@ -440,8 +467,15 @@ def restorer_class(settings: RunSettings, params: str) -> type:
             device = choose_device(run_settings.gpus_per_worker)
             self.context = Context(run_settings, params, device)
             limit_threads(run_settings.cpus_per_worker)
+            self.restarted = restarted_actor()
 
         def restore(self, items: list[Item]) -> list[dict[str, Any]]:
-            return restore_batch(items, self.context)
+            return self.marked(restore_batch(items, self.context))
+
+        def marked(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            if self.restarted:
+                for row in rows:
+                    row[RESTARTED] = True
+            return rows
 
     return Restorer

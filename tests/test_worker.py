@@ -10,7 +10,7 @@ from PIL import Image
 
 from pipeline.discover import pair
 from pipeline.settings import RunSettings, params_json
-from pipeline.worker import Context, restore_batch, restore_item
+from pipeline.worker import Context, restore_batch, restore_item, write_folders
 from tests.conftest import save, save_mask, small_photo
 
 
@@ -35,6 +35,21 @@ def test_restores_and_keeps_known_pixels_bit_identical(archive):
     assert row["hole_fraction"] == pytest.approx(mask.mean())
     assert row["width"] == before.shape[1] and row["height"] == before.shape[0]
     assert len(row["input_sha256"]) == 64 and row["error"] is None
+
+
+@pytest.mark.parametrize("fields", [{}, {"output_format": "jpeg"},
+                                    {"masks": "auto", "detector": "tophat"},
+                                    {"task": "detect", "masks": None, "detector": "tophat"}],
+                         ids=["outputs", "another-format", "detected-masks", "detect"])
+def test_write_folders_are_where_a_batch_writes(archive, fields):
+    """Where the driver looks for a killed process's temporaries (pipeline.restarts)."""
+    settings = RunSettings(**{"images": str(archive["images"]), "masks": str(archive["masks"]),
+                              "out": str(archive["out"]), "method": "telea"} | fields)
+    items = pair(settings.images, settings.masks)
+    rows = restore_batch(items, Context(settings, params_json({"test": True})))
+    assert {row["status"] for row in rows} == {"ok"}
+    written = {str(path.parent) for path in archive["out"].rglob("*") if path.is_file()}
+    assert write_folders(settings, items) == written
 
 
 def test_corrupt_image_is_a_failed_row(archive):

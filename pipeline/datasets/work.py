@@ -65,7 +65,7 @@ def restore_part(task: PartTask, context) -> list[dict[str, Any]]:
                if OUTPUT_DATA in row}
     try:
         part = module.write_part(data, settings, outputs, old, carried)
-        storage.write_uri(task.out_uri, part, settings.storage_options)
+        storage.write_uri(task.out_uri, part, settings.storage_options, settings.run_id)
     except Exception as error:
         _unwrite(rows, error, task.out_uri)
     return rows
@@ -140,7 +140,7 @@ def restorer_class(settings: RunSettings, params: str) -> type:
             self.context.keep_outputs = True
 
         def restore(self, task: PartTask) -> list[dict[str, Any]]:
-            return restore_part(task, self.context)
+            return self.marked(restore_part(task, self.context))
 
     return PartRestorer
 
