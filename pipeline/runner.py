@@ -11,6 +11,7 @@ import itertools
 import logging
 import math
 import os
+import posixpath
 import re
 import tempfile
 import uuid
@@ -298,50 +299,64 @@ def _stream_rows(settings: RunSettings, work: Plan):
     manifest writer drops replayed rows, so a replay is harmless.
     An actor of loose files works on `stages.BATCHES_AT_ONCE` batches at once (reading one
     while filling another, pipeline/stages.py), with one more waiting at hand.
+    A killed process's cut-off writes leave temporaries named after the run: at the end,
+    those in the folders of the batches its actor replayed are removed (pipeline.restarts).
     """
     import ray
 
     from pipeline import datasets, stages
+    from pipeline.restarts import Replays
 
-    actor_class, units = _work_units(settings, work)
+    actor_class, units, folders_of = _work_units(settings, work)
     at_once = stages.BATCHES_AT_ONCE if datasets.format_of(settings) == "files" else 1
     restorer = ray.remote(actor_class).options(
         num_cpus=settings.cpus_per_worker, num_gpus=settings.gpus_per_worker,
         max_restarts=-1, max_task_retries=-1, max_concurrency=at_once)
     actors = [restorer.remote() for _ in range(settings.workers)]
     batches = iter(units)
-    running: dict[Any, Any] = {}
+    running: dict[Any, tuple[int, Any]] = {}  # each task's actor (its index) and batch
+    replays = Replays(folders_of)
 
-    def give(actor) -> None:
+    def give(index: int) -> None:
         batch = next(batches, None)
         if batch is not None:
-            running[actor.restore.remote(batch)] = actor
+            running[actors[index].restore.remote(batch)] = index, batch
 
     try:
-        for actor in actors:
+        for index in range(len(actors)):
             for _ in range(BATCHES_PER_ACTOR + at_once - 1):
-                give(actor)
+                give(index)
         while running:
             [done], _ = ray.wait(list(running), num_returns=1)
-            give(running.pop(done))
-            yield _rows_of(done)
+            index, batch = running.pop(done)
+            others = [other for actor, other in running.values() if actor == index]
+            give(index)
+            rows = _rows_of(done)
+            replays.noticed(rows, [batch, *others])
+            yield rows
     finally:
         for actor in actors:
             ray.kill(actor)
+        replays.sweep(work.run_id, settings.storage_options)
 
 
-def _work_units(settings: RunSettings, work: Plan) -> tuple[type, Any]:
-    """The actor class and what each of its tasks is given: `batch_size` items, or one
-    part of a dataset (its output part is written whole, pipeline.datasets)."""
+def _work_units(settings: RunSettings, work: Plan) -> tuple[type, Any, Callable]:
+    """The actor class, what each of its tasks is given (`batch_size` items, or one part
+    of a dataset, its output part written whole: pipeline.datasets) and the folders a
+    task's writes go to. The actors' settings carry the run id, which their writes'
+    temporaries are named after."""
     from pipeline import datasets
-    from pipeline.worker import restorer_class
+    from pipeline.worker import restorer_class, write_folders
 
+    settings = settings.model_copy(update={"run_id": work.run_id})
     if datasets.format_of(settings) != "files":
         return (datasets.restorer_class(settings, work.params),
-                datasets.part_tasks(work.marked_items()))
+                datasets.part_tasks(work.marked_items()),
+                lambda task: {posixpath.dirname(task.out_uri)})
     size = settings.batch_size
     return (restorer_class(settings, work.params),
-            plans.batches(work.todo_items(), size))
+            plans.batches(work.todo_items(), size),
+            lambda batch: write_folders(settings, batch))
 
 
 def _rows_of(batch) -> list[dict[str, Any]]:

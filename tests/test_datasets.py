@@ -375,7 +375,11 @@ def test_webdataset_run_resumes_and_ray_reads_it(tmp_path, local_ray):
 @pytest.mark.slow
 def test_a_worker_killed_mid_part_loses_and_duplicates_nothing(tmp_path, local_ray):
     """SIGKILL an actor once a first part is out: Ray replays its part whole."""
-    from tests.workerkill import assert_at_most_the_killed_writes_left, run_killing_a_worker
+    from tests.workerkill import (
+        assert_only_others_temporaries_left,
+        leave_killed_writes,
+        run_killing_a_worker,
+    )
 
     keys = []
     for part in range(4):  # 384-px photos, Telea radius 20: about a second each
@@ -390,7 +394,8 @@ def test_a_worker_killed_mid_part_loses_and_duplicates_nothing(tmp_path, local_r
     out = tmp_path / "out"
     settings = RunSettings(images=str(tmp_path / "data/*.parquet"), out=str(out),
                            method="telea", method_params={"radius": 20}, workers=2,
-                           report=False)
+                           report=False, run_id="killed")
+    others = leave_killed_writes(out, "killed")
     summary = run_killing_a_worker(settings, "PartRestorer", out, "part-*.parquet")
     assert summary.counts == {"ok": 12}
     rows = manifest_rows(out)
@@ -398,7 +403,7 @@ def test_a_worker_killed_mid_part_loses_and_duplicates_nothing(tmp_path, local_r
     written = [k for p in sorted(out.glob("part-*.parquet"))
                for k in pq.read_table(p).column("key").to_pylist()]
     assert sorted(written) == sorted(keys)
-    assert_at_most_the_killed_writes_left(out)
+    assert_only_others_temporaries_left(out, others)
 
 
 @pytest.mark.slow

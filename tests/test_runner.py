@@ -12,7 +12,11 @@ from pipeline.masks import synthetic_mask
 from pipeline.settings import RunSettings
 from tests.conftest import save, save_mask, small_photo
 from tests.test_cli import inpaint
-from tests.workerkill import assert_at_most_the_killed_writes_left, run_killing_a_worker
+from tests.workerkill import (
+    assert_only_others_temporaries_left,
+    leave_killed_writes,
+    run_killing_a_worker,
+)
 
 
 @pytest.fixture
@@ -31,15 +35,16 @@ def test_a_worker_killed_mid_run_loses_and_duplicates_nothing(slow_archive, loca
     settings = RunSettings(
         images=str(slow_archive / "images"), masks=str(slow_archive / "masks"),
         out=str(slow_archive / "out"), method="telea", method_params={"radius": 20},
-        workers=2, batch_size=2, report=False,
+        workers=2, batch_size=2, report=False, run_id="killed",
     )
+    others = leave_killed_writes(slow_archive / "out", "killed")
     summary = run_killing_a_worker(settings, "Restorer", slow_archive / "out", "*.png")
     assert summary.counts == {"ok": 10}
     rows = pads.dataset(str(slow_archive / "out" / "_manifest")).to_table().to_pylist()
     assert sorted(r["relative_path"] for r in rows) == [f"photo-{i:02d}.png" for i in range(10)]
     assert all(r["status"] == "ok" for r in rows)
     assert len(list((slow_archive / "out").glob("*.png"))) == 10
-    assert_at_most_the_killed_writes_left(slow_archive / "out")
+    assert_only_others_temporaries_left(slow_archive / "out", others)
 
 
 @pytest.mark.slow

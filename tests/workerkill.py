@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psutil
 
-from pipeline import runner
+from pipeline import runner, storage
 from pipeline.settings import RunSettings
 
 
@@ -50,10 +50,19 @@ def run_killing_a_worker(settings: RunSettings, actor_class: str, out: Path,
     return outcome["summary"]
 
 
-def assert_at_most_the_killed_writes_left(out: Path) -> None:
-    """A SIGKILL between a write's temporary and its rename leaves that hidden temporary
-    (known, README "Failures on Ray"): never under an output's name, and no more than the
-    killed worker's writes under way."""
-    from pipeline.stages import IO_THREADS
+def leave_killed_writes(out: Path, run_id: str) -> set[Path]:
+    """Temporaries in `out` as a SIGKILL between a write's temporary and its rename leaves
+    them: one of run `run_id` (so that its sweep has one to remove whether or not the kill
+    lands mid-write), one of another run writing into `out` at the same time and one of a
+    write outside any run. Returns the two that are not the run's, which it must leave."""
+    out.mkdir(parents=True, exist_ok=True)
+    ours, theirs, outside = (out / f"{storage.temporary_prefix(tag)}{'0' * 16}"
+                             for tag in (run_id, f"{run_id}-b", None))
+    for temporary in (ours, theirs, outside):
+        temporary.write_bytes(b"half a photo")
+    return {theirs, outside}
 
-    assert len(list(out.glob(".tmp-*"))) <= IO_THREADS
+
+def assert_only_others_temporaries_left(out: Path, others: set[Path]) -> None:
+    """No temporary of the run is left anywhere in `out`, its killed worker's included."""
+    assert set(out.rglob(".tmp-*")) == others
