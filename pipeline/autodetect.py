@@ -55,7 +55,7 @@ def find_damage(photo: imageio.Photo, image_bytes: bytes, settings: RunSettings,
 
 
 def detection_facts(detection: Detection) -> dict[str, Any]:
-    return {"damage_fraction": detection.damage_fraction,
+    return {"damage_fraction": detection.damage_fraction, "detector": detection.detector,
             "defects": json.dumps(detection.defects, sort_keys=True)}
 
 

@@ -175,8 +175,9 @@ def run_command(
                                                         "that win over detection.")] = None,
     detector: Annotated[str, typer.Option(help="With --masks auto: damage detector "
                                                "(auto|verified|learned|infrared|tophat; "
-                                               "verified for old prints' cracks and "
-                                               "scratches).")] = "auto",
+                                               "auto: infrared for an RGBI scan, verified "
+                                               "for a gray or toned print, else "
+                                               "learned).")] = "auto",
     sensitivity: Annotated[float, typer.Option(help="With --masks auto: 0..1, higher flags "
                                                     "more (verified, learned: each 0.1 halves or "
                                                     "doubles the odds; infrared, tophat: a "
@@ -261,9 +262,10 @@ def detect_command(
     out: Annotated[str, typer.Option("--out", "-o", help="Where masks go (same relative "
                                                          "paths, .png, white = damage).")],
     method: Annotated[str, typer.Option(help="Detector: auto (infrared when the scan has an "
-                                             "IR channel, else learned), verified (old "
-                                             "prints' cracks, crackle and scratches), "
-                                             "learned, infrared, tophat.")] = "auto",
+                                             "IR channel, verified for a gray or toned "
+                                             "print, else learned), verified (old prints' "
+                                             "cracks, crackle and scratches), learned, "
+                                             "infrared, tophat.")] = "auto",
     sensitivity: Annotated[float, typer.Option(help="0..1, higher flags fainter damage "
                                                     "(verified, learned: each 0.1 halves or "
                                                     "doubles the odds; infrared, tophat: a "

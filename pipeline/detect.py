@@ -4,25 +4,31 @@ Detectors, by name, one module each in `pipeline.detectors`: `verified` (local-c
 candidates kept by a small learned verifier), `learned` (a small U-Net trained on synthetic
 damage over clean photos), `infrared` (the scanner's IR channel: dust blocks infrared, dyes do
 not) and `tophat` (the naive morphological baseline, kept to measure against). `auto` picks
-`infrared` when the photo has an IR channel, else `learned`. This module picks one by name,
+`infrared` when the photo has an IR channel, else `verified` for a scan of a gray or toned
+print (`pipeline.detectors.monochrome`), else `learned`. This module picks one by name,
 runs it (on the photo shrunk, for high-dpi scans) and counts the defects it found by kind.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from pipeline.detectors import infrared as infrared_detector
-from pipeline.detectors import learned, tophat, verified
+from pipeline.detectors import learned, monochrome, tophat, verified
 from pipeline.detectors.maps import DEFAULT_SENSITIVITY, float_image, gray_float
 
 DETECTORS = ("verified", "learned", "infrared", "tophat")
 DEFAULT_DETECTOR = "auto"
-# What `auto` runs on a photo without an IR channel.
-AUTO_DETECTOR = "learned"
+# What `auto` runs on a photo without an IR channel: on a scan of a gray or toned print, and
+# on any other photo. On real scanned prints `verified` finds 39% of the hand-marked damage
+# at 0.5 where `learned` finds 3% (benchmarks/results/detect-real.md); on damage drawn over
+# digital colour photos `learned` scores F1 0.71 where `verified` scores 0.22 (detect.md).
+AUTO_PRINT_DETECTOR = "verified"
+AUTO_PHOTO_DETECTOR = "learned"
 # The learned detector knows damage at the size a 300-600 dpi scan of a print shows it (specks
 # 1-4 px, scratches 1-3 px wide). Scans at higher dpi show it larger: detect at 0.5 for twice
 # the dpi, 0.25 for four times (`--detect-scale`).
@@ -73,7 +79,7 @@ def detect(image: np.ndarray, method: str = DEFAULT_DETECTOR,
     if scale < 1:
         return detect_shrunk(image, method, sensitivity, infrared, device, scale)
     if method == "auto":
-        method = "infrared" if infrared is not None else AUTO_DETECTOR
+        method = auto_detector(image, infrared)
     if method == "verified":
         mask = verified.damage_mask(image, sensitivity)
     elif method == "learned":
@@ -90,6 +96,13 @@ def detect(image: np.ndarray, method: str = DEFAULT_DETECTOR,
         raise DetectorError(f"unknown detector {method!r}; choose from "
                             f"{', '.join(detector_names())}")
     return Detection(mask, method, count_defects(mask))
+
+
+def auto_detector(image: np.ndarray, infrared: np.ndarray | None) -> str:
+    """The detector `auto` runs on this photo."""
+    if infrared is not None:
+        return "infrared"
+    return AUTO_PRINT_DETECTOR if monochrome.looks_like_print(image) else AUTO_PHOTO_DETECTOR
 
 
 def detect_inside(image: np.ndarray, method: str, sensitivity: float,
@@ -129,11 +142,16 @@ def detect_shrunk(image: np.ndarray, method: str, sensitivity: float,
 def weights_id(detector: str = "learned") -> str:
     """The identity of the shipped weights `detector` runs and the rules around them (start
     of a sha256: for `learned` of the file and its cascade of views, for `verified` of the file
-    and its footprint and print-edge rules), recorded in params; `auto` runs AUTO_DETECTOR's
-    when the photo has no IR channel."""
-    if (AUTO_DETECTOR if detector == "auto" else detector) == "verified":
+    and its footprint and print-edge rules), recorded in params; for `auto` of both and of the
+    rule that picks between them, so that resume redoes photos when any of them changes."""
+    if detector == "verified":
         return verified.verifier_id()
-    return learned.weights_id()
+    if detector != "auto":
+        return learned.weights_id()
+    rule = (monochrome.GRAY_CHROMA, monochrome.MIN_CONCENTRATION, monochrome.MAX_CHROMA,
+            monochrome.SAMPLE_PIXELS, AUTO_PRINT_DETECTOR, AUTO_PHOTO_DETECTOR)
+    both = f"{learned.weights_id()} {verified.verifier_id()} picked by {rule}"
+    return hashlib.sha256(both.encode()).hexdigest()[:16]
 
 
 

@@ -42,6 +42,8 @@ SCHEMA = pa.schema(
         ("defects", pa.string()),
         # Added with `inpaint review`; parts written before it read as null.
         ("mask_reviewed", pa.bool_()),
+        # Which detector found the mask (`auto` picks one per photo); null in earlier parts.
+        ("detector", pa.string()),
         ("iterations", pa.int64()),
         ("loss", pa.float64()),
         ("tone", pa.string()),

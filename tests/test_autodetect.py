@@ -74,7 +74,8 @@ def test_masks_auto_records_the_detected_mask_beside_the_outputs(scans):
     params = json.loads(damaged["params"])
     assert params["mask_source"] == "auto" and params["detector"] == "auto"
     assert params["sensitivity"] == 0.5 and params["detect_scale"] == 1.0
-    assert params["detector_weights"] == weights_id()  # a retrained net redoes the photo
+    assert params["detector_weights"] == weights_id("auto")  # a retrained net redoes the photo
+    assert damaged["detector"] == "learned"  # a colour photo: auto picked the learned net
     restored = np.asarray(Image.open(damaged["output_uri"]))
     clean = small_photo("chelsea", 384)
     assert psnr(restored, clean) > psnr(scans["damage"].image, clean) + 1
