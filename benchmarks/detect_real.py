@@ -31,7 +31,7 @@ from detect import FILL, fill
 
 from pipeline import imageio
 from pipeline.damage import mask_scores
-from pipeline.detect import DEFAULT_DETECTOR, detect
+from pipeline.detect import DEFAULT_DETECTOR, auto_detector, detect
 from pipeline.storage import write_uri
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,7 +158,7 @@ def main() -> None:
              f"({', '.join(stems)}; not in this repository); true masks: hand annotations in "
              "`benchmarks/real/masks` (see benchmarks/real/README.md). Detectors: "
              f"{', '.join(f'`{name}`' for name in args.detectors)} (auto: what `--masks auto` "
-             f"runs, `{detect(np.zeros((8, 8), np.uint8)).detector}`), `--detect-scale "
+             "runs, picked per photo, as below), `--detect-scale "
              f"{args.detect_scale}`. "
              f"Pixel scores with a {TOLERANCE}-px tolerance; pooled: all photos' pixels "
              "together. flagged: share of the photo the detector marks; marked: share the "
@@ -175,6 +175,9 @@ def main() -> None:
         check_same_photo(path, data, args.masks)
         pixels = imageio.decode(data, MAX_PIXELS).pixels
         photos[stem] = (pixels, read_mask(args.masks / f"{stem}.png", pixels.shape[:2]))
+    picks = ", ".join(f"{stem} `{auto_detector(pixels, None)}`"
+                      for stem, (pixels, _) in photos.items())
+    lines += [f"What `auto` runs on each photo: {picks}.", ""]
     for detector, sensitivity in itertools.product(args.detectors, args.sensitivity):
         # Load the net before the clock starts: s/MP is the per-photo cost, not start-up.
         detect(next(iter(photos.values()))[0], detector, sensitivity, scale=args.detect_scale)
