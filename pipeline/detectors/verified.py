@@ -128,8 +128,10 @@ FEATURES = (
 )
 
 
-def candidate_features(pixels: np.ndarray, found: Candidates) -> tuple[np.ndarray, tuple]:
-    """FEATURES of every candidate pixel (N x len(FEATURES) float32) and their (rows, cols)."""
+def candidate_features(pixels: np.ndarray, found: Candidates,
+                       extra: int = 0) -> tuple[np.ndarray, tuple]:
+    """FEATURES of every candidate pixel (N x len(FEATURES) float32, and `extra` columns left
+    for the caller to fill) and their (rows, cols)."""
     from skimage.morphology import skeletonize
 
     mask = found.mask
@@ -184,12 +186,19 @@ def candidate_features(pixels: np.ndarray, found: Candidates) -> tuple[np.ndarra
         np.log1p(area[label] / (height * width) * 1e4),
         np.full(len(rows), np.log(noise), np.float32),
     ]
-    return np.stack(columns, 1).astype(np.float32), (rows, cols)
+    # Written column by column into one float32 array: stacking the float64 columns and
+    # converting cost as much as computing them on a scan dense with candidates.
+    features = np.empty((len(rows), len(columns) + extra), np.float32)
+    for index, column in enumerate(columns):
+        features[:, index] = column
+    return features, (rows, cols)
 
 
-def encoder_features(pixels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+def encoder_features(pixels: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+                     out: np.ndarray | None = None) -> np.ndarray:
     """The prior network's stride-4 and stride-8 features (of the photo shrunk by
-    ENCODER_SCALE) at each candidate pixel, nearest cell (N x ENCODER_CHANNELS float32)."""
+    ENCODER_SCALE) at each candidate pixel, nearest cell (N x ENCODER_CHANNELS float32,
+    written into `out` when given)."""
     import torch
 
     from pipeline.prior import load_prior
@@ -202,13 +211,17 @@ def encoder_features(pixels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> 
     batch = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1), np.float32))[None]
     with torch.inference_mode():
         maps = prior.features(prior.normalize(batch), 2)
-    columns = []
+    if out is None:
+        out = np.empty((len(rows), ENCODER_CHANNELS), np.float32)
+    start = 0
     for grid in maps:
-        grid = grid[0].float().numpy()
-        y = np.minimum((rows * grid.shape[1]) // height, grid.shape[1] - 1)
-        x = np.minimum((cols * grid.shape[2]) // width, grid.shape[2] - 1)
-        columns.append(grid[:, y, x].T)
-    return np.concatenate(columns, 1).astype(np.float32)
+        # Channels last, so that each candidate's cell is one contiguous row to copy.
+        grid = np.ascontiguousarray(grid[0].float().numpy().transpose(1, 2, 0))
+        y = np.minimum((rows * grid.shape[0]) // height, grid.shape[0] - 1)
+        x = np.minimum((cols * grid.shape[1]) // width, grid.shape[1] - 1)
+        out[:, start:start + grid.shape[2]] = grid[y, x]
+        start += grid.shape[2]
+    return out
 
 
 def described_candidates(pixels: np.ndarray, encoder: bool) -> tuple[np.ndarray, tuple]:
@@ -219,9 +232,10 @@ def described_candidates(pixels: np.ndarray, encoder: bool) -> tuple[np.ndarray,
     if not found.mask.any():
         width = len(FEATURES) + (ENCODER_CHANNELS if encoder else 0)
         return np.zeros((0, width), np.float32), (np.zeros(0, int), np.zeros(0, int))
-    features, (rows, cols) = candidate_features(pixels, found)
+    features, (rows, cols) = candidate_features(pixels, found,
+                                                ENCODER_CHANNELS if encoder else 0)
     if encoder:
-        features = np.concatenate([features, encoder_features(pixels, rows, cols)], 1)
+        encoder_features(pixels, rows, cols, out=features[:, len(FEATURES):])
     return features, (rows, cols)
 
 
@@ -243,12 +257,13 @@ def verifier_id() -> str:
 
 def damage_odds(features: np.ndarray, weights: dict[str, np.ndarray]) -> np.ndarray:
     """The perceptron's log-odds of damage for each row of features."""
-    hidden = (features - weights["mean"]) / weights["std"]
-    layer = 0
+    # The features' scaling is folded into the first layer: no scaled copy of the features.
+    first = weights["w0"] / weights["std"][:, None]
+    layer, out = 0, features @ first + (weights["b0"] - weights["mean"] @ first)
     while f"w{layer + 1}" in weights:
-        hidden = np.maximum(hidden @ weights[f"w{layer}"] + weights[f"b{layer}"], 0)
         layer += 1
-    return (hidden @ weights[f"w{layer}"] + weights[f"b{layer}"])[:, 0]
+        out = np.maximum(out, 0, out=out) @ weights[f"w{layer}"] + weights[f"b{layer}"]
+    return out[:, 0]
 
 
 def damage_mask(image: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY) -> np.ndarray:
