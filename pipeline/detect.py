@@ -148,8 +148,9 @@ def weights_id(detector: str = "learned") -> str:
         return verified.verifier_id()
     if detector != "auto":
         return learned.weights_id()
-    rule = (monochrome.GRAY_CHROMA, monochrome.MIN_CONCENTRATION, monochrome.MAX_CHROMA,
-            monochrome.SAMPLE_PIXELS, AUTO_PRINT_DETECTOR, AUTO_PHOTO_DETECTOR)
+    rule = (monochrome.GRAY_CHROMA, monochrome.NEAR_GRAY_CHROMA, monochrome.MIN_CONCENTRATION,
+            monochrome.MAX_CHROMA, monochrome.SAMPLE_PIXELS, AUTO_PRINT_DETECTOR,
+            AUTO_PHOTO_DETECTOR)
     both = f"{learned.weights_id()} {verified.verifier_id()} picked by {rule}"
     return hashlib.sha256(both.encode()).hexdigest()[:16]
 

@@ -38,6 +38,16 @@ def test_gray_photos_look_like_prints_however_stored():
     assert looks_like_print(np.dstack([gray.astype(np.uint16) * 257] * 3))
 
 
+def test_a_gray_print_scanned_in_colour_with_noise_looks_like_a_print():
+    # Scanner noise puts a little colour on every pixel, in no one direction.
+    gray = small_photo("camera", 256).astype(np.int16)
+    noise = np.random.default_rng(0).integers(-6, 7, (*gray.shape, 3))
+    noisy = np.clip(gray[:, :, None] + noise, 0, 255).astype(np.uint8)
+    assert monochrome.hue_facts(noisy)[2] < monochrome.MIN_CONCENTRATION
+    assert looks_like_print(noisy)
+    assert looks_like_print(jpeg(noisy))
+
+
 @pytest.mark.parametrize("stored", ["png", "jpeg"])
 def test_a_toned_print_looks_like_a_print_also_after_jpeg(stored):
     toned = sepia(small_photo("camera", 256))

@@ -27,6 +27,11 @@ GRAY_CHROMA = 2.0
 # The four real scanned prints of benchmarks/real measured 0.985-0.999 and 36-81.
 MIN_CONCENTRATION = 0.95
 MAX_CHROMA = 100.0
+# Nearly gray: a gray print stored in colour with scanner noise or JPEG's colour beside edges
+# has a little chroma in no one direction (a real gray portrait: 99th percentile 13,
+# concentration 0.84); the least colourful colour photo measured had 45 (a gray portrait with
+# a colour strip along one side), the benchmarks' and training's at least 64.
+NEAR_GRAY_CHROMA = 24.0
 # The opponent plane: a colour's offset from gray as (R - (G + B) / 2, (G - B) * sqrt(3) / 2),
 # whose angle is its hue and whose length about its chroma.
 SQRT3_2 = math.sqrt(3) / 2
@@ -50,11 +55,11 @@ def hue_facts(image: np.ndarray) -> tuple[float, float, float]:
 
 
 def looks_like_print(image: np.ndarray) -> bool:
-    """Whether a uint8/uint16 photo (HxW, or HxWxC with C >= 3) is gray or toned on one hue
-    within a toned print's chroma."""
+    """Whether a uint8/uint16 photo (HxW, or HxWxC with C >= 3) is gray, nearly gray, or
+    toned on one hue within a toned print's chroma."""
     if image.ndim == 2 or image.shape[2] < 3:
         return True
     highest, chroma, concentration = hue_facts(image)
-    if highest <= GRAY_CHROMA:
+    if highest <= GRAY_CHROMA or chroma <= NEAR_GRAY_CHROMA:
         return True
     return concentration >= MIN_CONCENTRATION and chroma <= MAX_CHROMA
