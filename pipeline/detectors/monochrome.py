@@ -14,11 +14,12 @@ import math
 
 import numpy as np
 
+from pipeline.tone import GRAY_CHROMA
+
 # Pixels looked at: a strided sample, so a 40 MP scan costs what a 1 MP one does.
 SAMPLE_PIXELS = 250_000
-# Gray: the 99.5th percentile of (max - min) over the channels, in levels of 255 (as
-# `pipeline.tone`: gray stored as RGB has 0, also after JPEG).
-GRAY_CHROMA = 2.0
+# Gray: the 99.5th percentile of (max - min) over the channels at most `tone.GRAY_CHROMA`
+# levels of 255, as the fills decide it.
 # One hue: the length of the chroma vectors' sum over the sum of their lengths (1 = every
 # pixel on the same hue). Bounds chosen between the detection benchmarks' synthetic toned
 # prints (`pipeline.damage.add_print_damage`: concentration 1.000, 99th-percentile chroma
@@ -50,8 +51,8 @@ def hue_facts(image: np.ndarray) -> tuple[float, float, float]:
     length = float(np.hypot(red_green, yellow_blue).sum())
     concentration = (float(np.hypot(red_green.sum(), yellow_blue.sum())) / length
                      if length else 0.0)
-    return (float(np.percentile(chroma, 99.5)), float(np.percentile(chroma, 99)),
-            concentration)
+    highest, high = np.percentile(chroma, (99.5, 99))
+    return float(highest), float(high), concentration
 
 
 def looks_like_print(image: np.ndarray) -> bool:
