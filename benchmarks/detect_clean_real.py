@@ -22,7 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from detect_real import MAX_PIXELS, outside_repo, overlaid
+from detect_real import MAX_PIXELS, as_rgb, outside_repo, overlaid
 
 from pipeline import imageio
 from pipeline.detect import auto_detector, detect
@@ -36,19 +36,13 @@ DETECTORS = ("learned", "verified")
 FIGURE_SIDE = 360
 
 
-def rgb(pixels: np.ndarray) -> np.ndarray:
-    if pixels.ndim == 2:
-        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
-    return np.ascontiguousarray(pixels[:, :, :3])
-
-
 def as_8bit(pixels: np.ndarray) -> np.ndarray:
     return (pixels // 257).astype(np.uint8) if pixels.dtype == np.uint16 else pixels
 
 
 def figure(pixels: np.ndarray, masks: list[np.ndarray], path: Path) -> None:
     """photo | each detector's mask over it (red, grown by a pixel to be seen), shrunk."""
-    shown = rgb(as_8bit(pixels))
+    shown = as_rgb(as_8bit(pixels))
     scale = min(1.0, FIGURE_SIDE / max(shown.shape[:2]))
     panels = [shown] + [overlaid(shown, cv2.dilate(mask.astype(np.uint8), np.ones((3, 3))) > 0,
                                  (255, 0, 0)) for mask in masks]
@@ -91,7 +85,7 @@ def main() -> None:
              "|---|---|---|---|---|" + "---|---|" * len(DETECTORS)]
     for path in paths:
         pixels = imageio.decode(path.read_bytes(), MAX_PIXELS).pixels
-        colour = rgb(pixels)
+        colour = as_rgb(pixels)
         _, chroma, concentration = hue_facts(colour)
         cells = [path.name, f"{pixels.shape[1]}x{pixels.shape[0]}", f"{concentration:.3f}",
                  f"{chroma:.0f}", f"`{auto_detector(pixels, None)}`"]

@@ -80,12 +80,17 @@ def overlaid(rgb: np.ndarray, mask: np.ndarray, colour: tuple[int, int, int]) ->
     return shown
 
 
+def as_rgb(pixels: np.ndarray) -> np.ndarray:
+    """HxWx3 of a gray, RGB or RGBA photo (alpha dropped)."""
+    if pixels.ndim == 2:
+        return cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
+    return np.ascontiguousarray(pixels[:, :, :3])
+
+
 def figure(pixels: np.ndarray, found: np.ndarray, true: np.ndarray, restored: np.ndarray,
            path: Path) -> None:
     """photo | found mask (red) | true mask (green) | restored, side by side, as BGR PNG."""
-    rgb = np.ascontiguousarray(pixels[:, :, :3]) if pixels.ndim == 3 else \
-        cv2.cvtColor(pixels, cv2.COLOR_GRAY2RGB)
-    out = restored[:, :, :3] if restored.ndim == 3 else cv2.cvtColor(restored, cv2.COLOR_GRAY2RGB)
+    rgb, out = as_rgb(pixels), as_rgb(restored)
     gap = np.full((rgb.shape[0], 6, 3), 255, np.uint8)
     row = np.hstack([rgb, gap, overlaid(rgb, found, (255, 0, 0)), gap,
                      overlaid(rgb, true, (0, 200, 0)), gap, out])
