@@ -10,6 +10,10 @@ sczhou/CodeFormer (commit in the results file) and `inputs/whole_imgs/00.jpg`, `
 of TencentARC/GFPGAN, each file named `<repo>-<its name>`:
 
     python benchmarks/detect_clean_real.py --photos DIR [--sensitivity 0.5]
+
+`--sweep S ...` adds one table: the share of each photo `auto` flags at each sensitivity S,
+the photos it gives `verified` (the prints) first: what a higher sensitivity costs on real
+photos nobody tuned on (`detect_real.py --sweep` gives what it finds on real damage).
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from detect_real import MAX_PIXELS, as_rgb, outside_repo, overlaid
+from detect_real import MAX_PIXELS, as_rgb, outside_repo, overlaid, sweep_option
 
 from pipeline import imageio
 from pipeline.detect import auto_detector, detect
@@ -53,6 +57,23 @@ def figure(pixels: np.ndarray, masks: list[np.ndarray], path: Path) -> None:
     write_uri(str(path), cv2.imencode(".png", cv2.cvtColor(row, cv2.COLOR_RGB2BGR))[1].tobytes())
 
 
+def sweep_table(paths: list[Path], sensitivities: list[float]) -> list[str]:
+    """The share of each photo `auto` flags, one column per sensitivity; prints first."""
+    rows = []
+    for path in paths:
+        pixels = imageio.decode(path.read_bytes(), MAX_PIXELS).pixels
+        flagged = [detect(pixels, "auto", level) for level in sensitivities]
+        rows.append((flagged[0].detector != "verified", path.name, flagged[0].detector,
+                     [found.mask.mean() for found in flagged]))
+    lines = ["## What `auto` flags by sensitivity", "",
+             "| photo | auto runs | " + " | ".join(str(s) for s in sensitivities) + " |",
+             "|---|---|" + "---|" * len(sensitivities)]
+    for _, name, detector, shares in sorted(rows):
+        lines.append(f"| {name} | `{detector}` | "
+                     + " | ".join(f"{share:.2%}" for share in shares) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--photos", type=Path, required=True)
@@ -60,6 +81,8 @@ def main() -> None:
     parser.add_argument("--source", default="", help="Where the photos came from, for the "
                         "results file (repositories and commits).")
     parser.add_argument("--figures", type=Path, default=FIGURES)
+    parser.add_argument("--sweep", type=float, nargs="*", default=[],
+                        help="Sensitivities for a table of the share auto flags.")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     figures = outside_repo(args.figures)
@@ -79,7 +102,7 @@ def main() -> None:
              "for damage on these. concentration and chroma: what `auto` decides on "
              "(`pipeline/detectors/monochrome.py`). s/MP: CPU seconds per megapixel, one "
              f"thread. Sensitivity {args.sensitivity}. Command: `python "
-             "benchmarks/detect_clean_real.py --photos DIR`.", "",
+             f"benchmarks/detect_clean_real.py --photos DIR{sweep_option(args.sweep)}`.", "",
              "| photo | size | concentration | chroma99 | auto runs | "
              + " | ".join(f"{d} flagged | {d} s/MP" for d in DETECTORS) + " |",
              "|---|---|---|---|---|" + "---|---|" * len(DETECTORS)]
@@ -99,6 +122,8 @@ def main() -> None:
         lines.append("| " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
         figure(pixels, masks, figures / f"{path.stem}.png")
+    if args.sweep:
+        lines += [""] + sweep_table(paths, args.sweep)
     write_uri(str(args.out), ("\n".join(lines) + "\n").encode())
     print(f"figures in {figures}")
 

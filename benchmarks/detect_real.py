@@ -13,6 +13,10 @@ with the found mask, as `inpaint run --masks auto` fills) goes to `--figures`, w
 lie outside the repository: the figures show the photos.
 
     python benchmarks/detect_real.py --photos /path/to/old_w_scratch [--sensitivity 0.5 0.9]
+
+`--sweep S ...` adds one compact table: `auto`'s precision / recall per photo and pooled at
+each sensitivity S (scores only, no figures), the other half of what
+`detect_clean_real.py --sweep` measures on undamaged real photos.
 """
 
 from __future__ import annotations
@@ -127,6 +131,28 @@ def table_row(label: str, row: dict[str, float]) -> str:
             f"{row['seconds'] / row['megapixels']:.2f} |")
 
 
+def sweep_option(sensitivities: list[float]) -> str:
+    return f" --sweep {' '.join(map(str, sensitivities))}" if sensitivities else ""
+
+
+def sweep_table(photos: dict[str, tuple[np.ndarray, np.ndarray]], sensitivities: list[float],
+                scale: float) -> list[str]:
+    """`auto`'s precision / recall on each photo and pooled, one column per sensitivity."""
+    columns = {level: [measure(pixels, true, DEFAULT_DETECTOR, level, scale)[0]
+                       for pixels, true in photos.values()] for level in sensitivities}
+    lines = [f"## `{DEFAULT_DETECTOR}` by sensitivity (precision / recall)", "",
+             "| photo | " + " | ".join(str(level) for level in sensitivities) + " |",
+             "|---|" + "---|" * len(sensitivities)]
+    labels = [*photos, "**pooled**"]
+    for index, label in enumerate(labels):
+        cells = [rows[index] if index < len(photos) else pooled(rows)
+                 for rows in columns.values()]
+        lines.append(f"| {label} | "
+                     + " | ".join(f"{c['precision']:.2f} / {c['recall']:.2f}" for c in cells)
+                     + " |")
+    return lines
+
+
 def outside_repo(folder: Path) -> Path:
     resolved = folder.resolve()
     if resolved == ROOT or ROOT in resolved.parents:
@@ -150,6 +176,8 @@ def main() -> None:
                         help="Local folder for the figures (never inside the repository).")
     parser.add_argument("--no-figures", dest="figures_too", action="store_false",
                         help="Score only (the figures' fills take most of the time).")
+    parser.add_argument("--sweep", type=float, nargs="*", default=[],
+                        help="Sensitivities for a compact table of auto's precision / recall.")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     figures = outside_repo(args.figures)
@@ -172,7 +200,8 @@ def main() -> None:
              "says more about the others). Command: `python benchmarks/detect_real.py "
              f"--photos DIR --detectors {' '.join(args.detectors)} "
              f"--sensitivity {' '.join(map(str, args.sensitivity))}"
-             f"{'' if args.detect_scale == 1 else f' --detect-scale {args.detect_scale}'}`.", ""]
+             f"{'' if args.detect_scale == 1 else f' --detect-scale {args.detect_scale}'}"
+             f"{sweep_option(args.sweep)}`.", ""]
     photos = {}
     for stem in stems:
         path = find_photo(args.photos, stem)
@@ -201,6 +230,8 @@ def main() -> None:
                        figures / f"{stem}-{detector}-sensitivity{sensitivity}.png")
         lines += [table_row("**pooled**", pooled(rows)), ""]
     lines.append(f"Restored panels of the figures: `{FILL}` with the found mask.")
+    if args.sweep:
+        lines += [""] + sweep_table(photos, args.sweep, args.detect_scale)
     write_uri(str(args.out), ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
     print(f"figures in {figures}")

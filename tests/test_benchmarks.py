@@ -83,13 +83,21 @@ def test_real_detection_benchmark_runs_on_a_synthetic_photo(tmp_path):
     script = str(ROOT / "benchmarks" / "detect_real.py")
     common = ["--photos", str(tmp_path / "photos"), "--masks", str(tmp_path / "masks"),
               "--sensitivity", "0.5", "--out", str(tmp_path / "real.md")]
-    subprocess.run([sys.executable, script, *common, "--figures", str(tmp_path / "figures")],
-                   check=True, cwd=ROOT, capture_output=True, timeout=400)
+    subprocess.run([sys.executable, script, *common, "--figures", str(tmp_path / "figures"),
+                    "--sweep", "0.5", "1.0"], check=True, cwd=ROOT, capture_output=True,
+                   timeout=400)
     table = (tmp_path / "real.md").read_text()
     row = next(line for line in table.splitlines() if line.startswith("| syn |"))
     precision, recall, f1 = (float(cell) for cell in row.split("|")[2:5])
     assert 0 <= precision <= 1 and 0 <= recall <= 1 and 0 <= f1 <= 1
     assert "| **pooled** |" in table
+    # The sweep's table: one "precision / recall" cell per sensitivity, its 0.5 the same
+    # detection as the main table's, and a higher sensitivity finds at least as much.
+    swept = table.split("by sensitivity")[1]
+    cells = next(line for line in swept.splitlines() if line.startswith("| syn |")).split("|")
+    (p_low, r_low), (_, r_high) = ([float(x) for x in cell.split("/")] for cell in cells[2:4])
+    assert (p_low, r_low) == (round(precision, 2), round(recall, 2))
+    assert r_high >= r_low
     shown = cv2.imread(str(tmp_path / "figures" / "syn-auto-sensitivity0.5.png"))
     assert shown.shape == (height, 4 * width + 3 * 6, 3)  # photo | found | true | restored
     refused = subprocess.run([sys.executable, script, *common, "--figures",
