@@ -123,3 +123,28 @@ def test_plan_memory_benchmark_runs_on_tiny_sizes(tmp_path):
         (20, 0), (0, 20), (30, 0), (0, 30)]
     text = results.read_text()
     assert text.startswith("# Speed\n\n## Notes\n") and "| dry-run | 30 |" in text
+
+
+@pytest.mark.slow
+def test_detector_training_pool_makes_old_prints_when_asked(monkeypatch):
+    """`train_detector.py --prints`: the share of the pool made old prints carries print
+    damage as its target, and its blur ring stays out of the loss."""
+    from tests.conftest import small_photo
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    import train_detector
+
+    # RGB, as `photos.load_photo` gives the training photos.
+    photos = [np.dstack([small_photo("camera", 200)] * 3), small_photo("chelsea", 200)[:, :, :3]]
+    pool = train_detector.damaged_pool(photos, np.random.default_rng(0), star_fields=0,
+                                       prints=1.0)
+    assert len(pool) == len(photos) * train_detector.VARIANTS
+    for pixels, target, weight in pool:
+        assert pixels.ndim == 3 and target.shape == weight.shape == pixels.shape[:2]
+        assert target.any()
+        assert (weight[target > 0] == train_detector.POSITIVE_WEIGHT).all()
+        ring = train_detector.blur_ring(target > 0) & (target == 0)
+        assert (weight[ring] == 0).all()
+    # Without --prints the same draws give a digital photo's damage instead.
+    digital = train_detector.damaged_pool(photos, np.random.default_rng(0), 0, prints=0.0)
+    assert not any(np.array_equal(a[0], b[0]) for a, b in zip(digital, pool, strict=True))
