@@ -148,3 +148,32 @@ def test_detector_training_pool_makes_old_prints_when_asked(monkeypatch):
     # Without --prints the same draws give a digital photo's damage instead.
     digital = train_detector.damaged_pool(photos, np.random.default_rng(0), 0, prints=0.0)
     assert not any(np.array_equal(a[0], b[0]) for a, b in zip(digital, pool, strict=True))
+
+
+@pytest.mark.slow
+def test_clean_real_benchmark_tables_what_auto_flags(tmp_path):
+    """detect_clean_real.py on a gray and a colour photo: the main table says what `auto`
+    runs on each, and the sweep's first column is the main table's share for that detector."""
+    from tests.conftest import small_photo
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "gray.png"), small_photo("camera", 128))
+    cv2.imwrite(str(photos / "colour.png"),
+                cv2.cvtColor(small_photo("chelsea", 128)[:, :, :3], cv2.COLOR_RGB2BGR))
+    script = str(ROOT / "benchmarks" / "detect_clean_real.py")
+    out = tmp_path / "clean.md"
+    subprocess.run([sys.executable, script, "--photos", str(photos), "--out", str(out),
+                    "--figures", str(tmp_path / "figures"), "--sweep", "0.5", "1.0"],
+                   check=True, cwd=ROOT, capture_output=True, timeout=400)
+    main, swept = out.read_text().split("by sensitivity")
+    rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
+            for line in main.splitlines() if line.startswith("| gray") or
+            line.startswith("| colour")}
+    assert rows["gray.png"][4] == "`verified`" and rows["colour.png"][4] == "`learned`"
+    sweep = [[c.strip() for c in line.split("|")[1:-1]] for line in swept.splitlines()
+             if line.startswith("| gray") or line.startswith("| colour")]
+    assert [row[0] for row in sweep] == ["gray.png", "colour.png"]  # prints first
+    for name, detector, at_half, _ in sweep:
+        column = 5 if detector == "`learned`" else 7  # learned flagged | s/MP | verified flagged
+        assert at_half == rows[name][column]
+    assert (tmp_path / "figures" / "gray.png").exists()
