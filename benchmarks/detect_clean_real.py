@@ -85,6 +85,8 @@ def main() -> None:
                         help="Sensitivities for a table of the share auto flags.")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    if any(not 0 <= level <= 1 for level in args.sweep):
+        parser.error(f"--sweep sensitivities must lie within [0, 1], got {args.sweep}")
     figures = outside_repo(args.figures)
     paths = sorted(p for p in args.photos.iterdir() if p.is_file())
     if not paths:

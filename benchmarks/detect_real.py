@@ -180,6 +180,8 @@ def main() -> None:
                         help="Sensitivities for a compact table of auto's precision / recall.")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    if any(not 0 <= level <= 1 for level in args.sweep):
+        parser.error(f"--sweep sensitivities must lie within [0, 1], got {args.sweep}")
     figures = outside_repo(args.figures)
     stems = sorted(p.stem for p in args.masks.glob("*.png"))
     if not stems:
