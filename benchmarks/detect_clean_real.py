@@ -26,7 +26,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-from detect_real import MAX_PIXELS, as_rgb, outside_repo, overlaid, sweep_option
+from detect_real import (
+    MAX_PIXELS,
+    add_sweep_option,
+    as_rgb,
+    outside_repo,
+    overlaid,
+    sweep_option,
+)
 
 from pipeline import imageio
 from pipeline.detect import auto_detector, detect
@@ -57,14 +64,16 @@ def figure(pixels: np.ndarray, masks: list[np.ndarray], path: Path) -> None:
     write_uri(str(path), cv2.imencode(".png", cv2.cvtColor(row, cv2.COLOR_RGB2BGR))[1].tobytes())
 
 
-def sweep_table(paths: list[Path], sensitivities: list[float]) -> list[str]:
-    """The share of each photo `auto` flags, one column per sensitivity; prints first."""
-    rows = []
-    for path in paths:
-        pixels = imageio.decode(path.read_bytes(), MAX_PIXELS).pixels
-        flagged = [detect(pixels, "auto", level) for level in sensitivities]
-        rows.append((flagged[0].detector != "verified", path.name, flagged[0].detector,
-                     [found.mask.mean() for found in flagged]))
+def sweep_row(name: str, pixels: np.ndarray, sensitivities: list[float]) -> tuple:
+    """What `auto` runs on the photo and the share it flags at each sensitivity, sorting
+    the photos it gives `verified` (the prints) first."""
+    flagged = [detect(pixels, "auto", level) for level in sensitivities]
+    return (flagged[0].detector != "verified", name, flagged[0].detector,
+            [found.mask.mean() for found in flagged])
+
+
+def sweep_table(rows: list[tuple], sensitivities: list[float]) -> list[str]:
+    """The `sweep_row`s as a table, one column per sensitivity; prints first."""
     lines = ["## What `auto` flags by sensitivity", "",
              "| photo | auto runs | " + " | ".join(str(s) for s in sensitivities) + " |",
              "|---|---|" + "---|" * len(sensitivities)]
@@ -81,12 +90,9 @@ def main() -> None:
     parser.add_argument("--source", default="", help="Where the photos came from, for the "
                         "results file (repositories and commits).")
     parser.add_argument("--figures", type=Path, default=FIGURES)
-    parser.add_argument("--sweep", type=float, nargs="*", default=[],
-                        help="Sensitivities for a table of the share auto flags.")
+    add_sweep_option(parser, "the share auto flags")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    if any(not 0 <= level <= 1 for level in args.sweep):
-        parser.error(f"--sweep sensitivities must lie within [0, 1], got {args.sweep}")
     figures = outside_repo(args.figures)
     paths = sorted(p for p in args.photos.iterdir() if p.is_file())
     if not paths:
@@ -108,6 +114,7 @@ def main() -> None:
              "| photo | size | concentration | chroma99 | auto runs | "
              + " | ".join(f"{d} flagged | {d} s/MP" for d in DETECTORS) + " |",
              "|---|---|---|---|---|" + "---|---|" * len(DETECTORS)]
+    swept = []
     for path in paths:
         pixels = imageio.decode(path.read_bytes(), MAX_PIXELS).pixels
         colour = as_rgb(pixels)
@@ -124,8 +131,10 @@ def main() -> None:
         lines.append("| " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
         figure(pixels, masks, figures / f"{path.stem}.png")
+        if args.sweep:
+            swept.append(sweep_row(path.name, pixels, args.sweep))
     if args.sweep:
-        lines += [""] + sweep_table(paths, args.sweep)
+        lines += [""] + sweep_table(swept, args.sweep)
     write_uri(str(args.out), ("\n".join(lines) + "\n").encode())
     print(f"figures in {figures}")
 

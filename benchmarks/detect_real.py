@@ -27,15 +27,18 @@ import itertools
 import tempfile
 import time
 from pathlib import Path
+from typing import Annotated
 
 import cv2
 import numpy as np
 import torch
 from detect import FILL, fill
+from pydantic import TypeAdapter, ValidationError
 
 from pipeline import imageio
 from pipeline.damage import mask_scores
 from pipeline.detect import DEFAULT_DETECTOR, auto_detector, detect
+from pipeline.settings import RunSettings
 from pipeline.storage import write_uri
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -131,6 +134,24 @@ def table_row(label: str, row: dict[str, float]) -> str:
             f"{row['seconds'] / row['megapixels']:.2f} |")
 
 
+def sensitivity_level(text: str) -> float:
+    """A `--sweep` value, refused at once (not after the main tables) where the tool's own
+    settings would refuse it."""
+    level = float(text)
+    field = RunSettings.model_fields["sensitivity"]
+    try:
+        TypeAdapter(Annotated[(float, *field.metadata)]).validate_python(level)
+    except ValidationError as error:
+        raise argparse.ArgumentTypeError(
+            f"{text} is not a sensitivity: {error.errors()[0]['msg']}") from error
+    return level
+
+
+def add_sweep_option(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--sweep", type=sensitivity_level, nargs="*", default=[],
+                        help=f"Sensitivities for a table of {what}.")
+
+
 def sweep_option(sensitivities: list[float]) -> str:
     return f" --sweep {' '.join(map(str, sensitivities))}" if sensitivities else ""
 
@@ -176,12 +197,9 @@ def main() -> None:
                         help="Local folder for the figures (never inside the repository).")
     parser.add_argument("--no-figures", dest="figures_too", action="store_false",
                         help="Score only (the figures' fills take most of the time).")
-    parser.add_argument("--sweep", type=float, nargs="*", default=[],
-                        help="Sensitivities for a compact table of auto's precision / recall.")
+    add_sweep_option(parser, "auto's precision / recall")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    if any(not 0 <= level <= 1 for level in args.sweep):
-        parser.error(f"--sweep sensitivities must lie within [0, 1], got {args.sweep}")
     figures = outside_repo(args.figures)
     stems = sorted(p.stem for p in args.masks.glob("*.png"))
     if not stems:

@@ -402,10 +402,10 @@ def mounted(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     out[:] = card * tint
     out[margin:-margin, margin:-margin] = rgb.astype(np.float32) / 255
     gap, thickness = int(rng.integers(0, min(7, margin - 2))), int(rng.integers(1, 4))
-    tone = (float(v) for v in _picture_tone(out, rng))
+    tone = tuple(float(v) for v in _picture_tone(out, rng))
     corner = margin - gap - thickness
     cv2.rectangle(out, (corner, corner), (out.shape[1] - 1 - corner, out.shape[0] - 1 - corner),
-                  tuple(tone), thickness, cv2.LINE_AA)
+                  tone, thickness, cv2.LINE_AA)
     out = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.4, 0.8))
     return np.clip(np.rint(out * 255), 0, 255).astype(np.uint8)
 
