@@ -174,12 +174,14 @@ def run_command(
     hand_masks: Annotated[str | None, typer.Option(help="With --masks auto: hand-made masks "
                                                         "that win over detection.")] = None,
     detector: Annotated[str, typer.Option(help="With --masks auto: damage detector "
-                                               "(auto|verified|learned|infrared|tophat; "
-                                               "auto: infrared for an RGBI scan, verified "
+                                               "(auto|combined|verified|learned|infrared|"
+                                               "tophat; auto: infrared for an RGBI scan, "
+                                               "verified "
                                                "for a gray or toned print, else "
                                                "learned).")] = "auto",
     sensitivity: Annotated[float, typer.Option(help="With --masks auto: 0..1, higher flags "
-                                                    "more (verified, learned: each 0.1 halves or "
+                                                    "more (combined, verified, learned: each 0.1 "
+                                                    "halves or "
                                                     "doubles the odds; infrared, tophat: a "
                                                     "linear threshold).")] = 0.5,
     detect_scale: Annotated[float, typer.Option(help="With --masks auto: detect on the photo "
@@ -263,11 +265,13 @@ def detect_command(
                                                          "paths, .png, white = damage).")],
     method: Annotated[str, typer.Option(help="Detector: auto (infrared when the scan has an "
                                              "IR channel, verified for a gray or toned "
-                                             "print, else learned), verified (old prints' "
-                                             "cracks, crackle and scratches), learned, "
-                                             "infrared, tophat.")] = "auto",
+                                             "print, else learned), combined (verified "
+                                             "and a print-trained net together), verified "
+                                             "(old prints' cracks, crackle and scratches), "
+                                             "learned, infrared, tophat.")] = "auto",
     sensitivity: Annotated[float, typer.Option(help="0..1, higher flags fainter damage "
-                                                    "(verified, learned: each 0.1 halves or "
+                                                    "(combined, verified, learned: each 0.1 "
+                                                    "halves or "
                                                     "doubles the odds; infrared, tophat: a "
                                                     "linear threshold).")] = 0.5,
     detect_scale: Annotated[float, typer.Option(help="Detect on the photo shrunk by this "

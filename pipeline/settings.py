@@ -46,7 +46,7 @@ class RunSettings(BaseModel):
         default=None, description="Parquet column of each row's key (default 'key' if there).")
     task: Literal["restore", "detect"] = Field(
         default="restore", description="'detect' writes damage masks to OUT instead.")
-    detector: Literal["auto", "verified", "learned", "infrared", "tophat"] = Field(
+    detector: Literal["auto", "combined", "verified", "learned", "infrared", "tophat"] = Field(
         default="auto", description="Damage detector (pipeline.detect.DETECTORS).")
     sensitivity: float = Field(default=0.5, ge=0, le=1, description="Detector sensitivity.")
     detect_scale: float = Field(
@@ -135,7 +135,7 @@ class RunSettings(BaseModel):
         if self.detect_margin:  # only when set: runs from before it keep their params
             detection["detect_margin"] = self.detect_margin
         detecting = self.task == "detect" or self.masks == "auto"
-        if detecting and self.detector in ("auto", "verified", "learned"):
+        if detecting and self.detector in ("auto", "combined", "verified", "learned"):
             # Retrained weights find other damage: resume must redo what the old ones found.
             from pipeline.detect import weights_id
 

@@ -208,7 +208,7 @@ def test_rgb_tiffs_and_alpha_channels_are_not_infrared():
 
 
 def test_unknown_detector_is_a_clear_error():
-    assert detector_names() == ["auto", "verified", "learned", "infrared", "tophat"]
+    assert detector_names() == ["auto", "combined", "verified", "learned", "infrared", "tophat"]
     with pytest.raises(DetectorError, match="unknown detector 'magic'"):
         detect(small_photo("coffee", 32), "magic")
 

@@ -1,0 +1,90 @@
+"""The `combined` detector, for scans of prints: each `verified` candidate is judged by the
+verifier and by a U-Net trained on print damage together, their log-odds summed (the net at
+half weight), against the verifier's own calibrated threshold. Not what `auto` runs (see
+`pipeline.detect.AUTO_PRINT_DETECTOR` for why).
+
+The two err apart. The verifier sees a candidate's shape and contrast but little of the photo
+around it; it keeps stars and a cup's highlights and misses faint crackle. The print net sees
+about 150 px of context; it finds crackle and cracks the verifier misses but takes frame lines,
+lettering and towers for scratches, which the verifier mostly rejects. Its weights are round 9
+of `benchmarks/train_detector.py` (see there: trained from the shipped `learned` net on old
+prints with their damage, mounts, frame lines and lettering as picture), scored in one view.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+import numpy as np
+
+from pipeline.detectors import learned, verified
+from pipeline.detectors.maps import DEFAULT_SENSITIVITY, float_image, in_bands, load_weights
+
+PRINT_NET_FILE = "damage_unet_print.npz"
+# How much the net's log-odds count beside the verifier's, and in which views it is scored.
+# Picked as the verifier's threshold was, on the held-out prints (astronaut and china made
+# prints, seeds 100 and 101): of the weights 0.25, 0.5, ... 2, the best F1 among those that
+# flag at most 0.2% of each undamaged print, 0.5 (F1 0.495 against the verifier's 0.445
+# alone; 0.75 flags 0.22%). One view, not the
+# `learned` detector's eight: the net then costs about 0.6 CPU s per MP beside the verifier's
+# 0.5-1.7, and held-out F1 is 0.503 in eight views at the same weight, no more than noise.
+NET_WEIGHT = 0.5
+NET_VIEWS = learned.VIEWS[:1]
+# The net's probability is bounded away from 0 and 1 before its log-odds are taken, so that a
+# saturated score counts at most NET_WEIGHT * log((1 - P_BOUND) / P_BOUND) (6.9 log-odds).
+P_BOUND = 1e-6
+
+
+@lru_cache(maxsize=4)
+def load_print_net(device: str = "cpu"):
+    """The shipped print net on `device`, ready to score (one per device and process)."""
+    weights = load_weights(PRINT_NET_FILE)
+    return learned.for_inference(learned.net_from_weights(weights)).to(device)
+
+
+def combined_id() -> str:
+    """The identity of what decides the masks, recorded in params: the verifier's (its file
+    and rules), the print net's file and how the two are summed."""
+    rule = (NET_WEIGHT, NET_VIEWS, P_BOUND)
+    digest = hashlib.sha256(f"{verified.verifier_id()} print net "
+                            f"{load_weights(PRINT_NET_FILE)['sha256']} summed {rule}".encode())
+    return digest.hexdigest()[:16]
+
+
+def net_log_odds(image: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """The print net's log-odds of damage at every pixel (float32 HxW), in row bands on
+    large scans as the `learned` detector scores them."""
+    pixels = float_image(image)
+    net = load_print_net(device)
+    band = max(learned.GRID,
+               learned.TILE * learned.TILE // max(pixels.shape[1], 1) // learned.GRID
+               * learned.GRID)
+    probability = in_bands(pixels, band, learned.TILE_OVERLAP,
+                           lambda part: learned.net_probability(net, part, device, NET_VIEWS))
+    probability = np.clip(probability, P_BOUND, 1 - P_BOUND)
+    return np.log(probability / (1 - probability)).astype(np.float32)
+
+
+def combined_odds(image: np.ndarray, verifier_odds: np.ndarray,
+                  device: str = "cpu") -> np.ndarray:
+    """The verifier's log-odds plus NET_WEIGHT times the net's at every candidate pixel
+    (-inf elsewhere, as in `verifier_odds`); the net is not run on a photo without candidates."""
+    candidates = np.isfinite(verifier_odds)
+    if not candidates.any():
+        return verifier_odds
+    joint = np.full(verifier_odds.shape, -np.inf, np.float32)
+    joint[candidates] = (verifier_odds[candidates]
+                         + NET_WEIGHT * net_log_odds(image, device)[candidates])
+    return joint
+
+
+def damage_mask(image: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY,
+                device: str = "cpu") -> np.ndarray:
+    """Candidates whose summed log-odds pass the verifier's threshold at `sensitivity`, grown
+    to their footprint as `verified` grows its own, less a tight scan's print edge (judged, as
+    `verified` judges it, on the verifier's odds alone: the side is the photo's)."""
+    verifier_odds = verified.verified_odds(image)
+    joint = combined_odds(image, verifier_odds, device)
+    found = verified.footprint(joint > verified.threshold(sensitivity))
+    return found & ~verified.print_edge(found, verifier_odds, image)
