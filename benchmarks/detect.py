@@ -182,7 +182,8 @@ def main() -> None:
              "(`--masks auto`; 99 = identical, nothing flagged). seconds_per_mp: detection "
              "only, CPU seconds of the process (torch and OpenCV on one thread: the wall clock "
              "on a 2-core machine shared with other jobs says more about the others). "
-             f"Command: `python benchmarks/detect.py --damage {args.damage}`.",
+             f"Command: `python benchmarks/detect.py --damage {args.damage} "
+             f"--detectors {' '.join(args.detectors)}`.",
              "", f"Training photos (never evaluated here): {', '.join(TRAIN_PHOTOS)}; "
              f"threshold picked on held-out training photo(s) {', '.join(HOLDOUT_PHOTOS)} "
              "(`python benchmarks/train_detector.py`).", ""]

@@ -43,7 +43,7 @@ from pipeline.storage import write_uri
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "detect-clean-real.md"
 FIGURES = Path(tempfile.gettempdir()) / "detect-clean-real-figures"
-DETECTORS = ("learned", "verified")
+DETECTORS = ("learned", "verified", "combined")
 FIGURE_SIDE = 360
 
 

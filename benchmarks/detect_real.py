@@ -14,8 +14,9 @@ lie outside the repository: the figures show the photos.
 
     python benchmarks/detect_real.py --photos /path/to/old_w_scratch [--sensitivity 0.5 0.9]
 
-`--sweep S ...` adds one compact table: `auto`'s precision / recall per photo and pooled at
-each sensitivity S (scores only, no figures), the other half of what
+`--sweep S ...` adds one compact table per detector of `--sweep-detectors` (default `auto`):
+its precision / recall per photo and pooled at each sensitivity S (scores only, no figures),
+for `auto` the other half of what
 `detect_clean_real.py --sweep` measures on undamaged real photos.
 """
 
@@ -156,12 +157,16 @@ def sweep_option(sensitivities: list[float]) -> str:
     return f" --sweep {' '.join(map(str, sensitivities))}" if sensitivities else ""
 
 
+def sweep_detectors_option(detectors: list[str]) -> str:
+    return "" if detectors == [DEFAULT_DETECTOR] else f" --sweep-detectors {' '.join(detectors)}"
+
+
 def sweep_table(photos: dict[str, tuple[np.ndarray, np.ndarray]], sensitivities: list[float],
-                scale: float) -> list[str]:
-    """`auto`'s precision / recall on each photo and pooled, one column per sensitivity."""
-    columns = {level: [measure(pixels, true, DEFAULT_DETECTOR, level, scale)[0]
+                scale: float, detector: str = DEFAULT_DETECTOR) -> list[str]:
+    """`detector`'s precision / recall on each photo and pooled, one column per sensitivity."""
+    columns = {level: [measure(pixels, true, detector, level, scale)[0]
                        for pixels, true in photos.values()] for level in sensitivities}
-    lines = [f"## `{DEFAULT_DETECTOR}` by sensitivity (precision / recall)", "",
+    lines = [f"## `{detector}` by sensitivity (precision / recall)", "",
              "| photo | " + " | ".join(str(level) for level in sensitivities) + " |",
              "|---|" + "---|" * len(sensitivities)]
     labels = [*photos, "**pooled**"]
@@ -197,7 +202,9 @@ def main() -> None:
                         help="Local folder for the figures (never inside the repository).")
     parser.add_argument("--no-figures", dest="figures_too", action="store_false",
                         help="Score only (the figures' fills take most of the time).")
-    add_sweep_option(parser, "auto's precision / recall")
+    add_sweep_option(parser, "each --sweep-detectors' precision / recall")
+    parser.add_argument("--sweep-detectors", nargs="+", default=[DEFAULT_DETECTOR],
+                        help="Detectors to sweep (default: auto).")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
     figures = outside_repo(args.figures)
@@ -221,7 +228,8 @@ def main() -> None:
              f"--photos DIR --detectors {' '.join(args.detectors)} "
              f"--sensitivity {' '.join(map(str, args.sensitivity))}"
              f"{'' if args.detect_scale == 1 else f' --detect-scale {args.detect_scale}'}"
-             f"{sweep_option(args.sweep)}`.", ""]
+             f"{sweep_option(args.sweep)}"
+             f"{sweep_detectors_option(args.sweep_detectors) if args.sweep else ''}`.", ""]
     photos = {}
     for stem in stems:
         path = find_photo(args.photos, stem)
@@ -250,8 +258,8 @@ def main() -> None:
                        figures / f"{stem}-{detector}-sensitivity{sensitivity}.png")
         lines += [table_row("**pooled**", pooled(rows)), ""]
     lines.append(f"Restored panels of the figures: `{FILL}` with the found mask.")
-    if args.sweep:
-        lines += [""] + sweep_table(photos, args.sweep, args.detect_scale)
+    for detector in args.sweep_detectors if args.sweep else []:
+        lines += [""] + sweep_table(photos, args.sweep, args.detect_scale, detector)
     write_uri(str(args.out), ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
     print(f"figures in {figures}")

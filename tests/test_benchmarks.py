@@ -84,9 +84,10 @@ def test_real_detection_benchmark_runs_on_a_synthetic_photo(tmp_path):
     common = ["--photos", str(tmp_path / "photos"), "--masks", str(tmp_path / "masks"),
               "--sensitivity", "0.5", "--out", str(tmp_path / "real.md")]
     subprocess.run([sys.executable, script, *common, "--figures", str(tmp_path / "figures"),
-                    "--sweep", "0.5", "1.0"], check=True, cwd=ROOT, capture_output=True,
-                   timeout=400)
+                    "--sweep", "0.5", "1.0", "--sweep-detectors", "auto", "combined"],
+                   check=True, cwd=ROOT, capture_output=True, timeout=400)
     table = (tmp_path / "real.md").read_text()
+    assert "## `combined` by sensitivity" in table and "--sweep-detectors auto combined" in table
     row = next(line for line in table.splitlines() if line.startswith("| syn |"))
     precision, recall, f1 = (float(cell) for cell in row.split("|")[2:5])
     assert 0 <= precision <= 1 and 0 <= recall <= 1 and 0 <= f1 <= 1
