@@ -3,11 +3,12 @@
 Real photos nobody tuned on, most of them scans of old prints with little visible damage
 (portraits, gray and colour): whatever a detector flags there is mostly picture taken for
 damage. There are no true masks: the table gives the share flagged, the figures (photo |
-`learned` | `verified`, flagged pixels red) show what it is. The photos' licence is unclear,
-so they are not in this repository and the figures go to a folder outside it. The set used
-for benchmarks/results/detect-clean-real.md: `inputs/whole_imgs/` and `inputs/gray_faces/` of
-sczhou/CodeFormer (commit in the results file) and `inputs/whole_imgs/00.jpg`, `10045.png`
-of TencentARC/GFPGAN, each file named `<repo>-<its name>`:
+`learned` | `verified` | `combined`, flagged pixels red) show what it is. The photos'
+licence is unclear, so they are not in this repository and the figures go to a folder
+outside it. The set used for benchmarks/results/detect-clean-real.md: `inputs/whole_imgs/`
+and `inputs/gray_faces/` of sczhou/CodeFormer (commit in the results file) and
+`inputs/whole_imgs/00.jpg`, `10045.png` of TencentARC/GFPGAN, each file named
+`<repo>-<its name>`:
 
     python benchmarks/detect_clean_real.py --photos DIR [--sensitivity 0.5]
 

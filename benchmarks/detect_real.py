@@ -38,7 +38,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from pipeline import imageio
 from pipeline.damage import mask_scores
-from pipeline.detect import DEFAULT_DETECTOR, auto_detector, detect
+from pipeline.detect import DEFAULT_DETECTOR, auto_detector, detect, detector_names
 from pipeline.settings import RunSettings
 from pipeline.storage import write_uri
 
@@ -204,9 +204,11 @@ def main() -> None:
                         help="Score only (the figures' fills take most of the time).")
     add_sweep_option(parser, "each --sweep-detectors' precision / recall")
     parser.add_argument("--sweep-detectors", nargs="+", default=[DEFAULT_DETECTOR],
-                        help="Detectors to sweep (default: auto).")
+                        choices=detector_names(), help="Detectors to sweep (default: auto).")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    if args.sweep_detectors != [DEFAULT_DETECTOR] and not args.sweep:
+        parser.error("--sweep-detectors needs --sweep S ...")
     figures = outside_repo(args.figures)
     stems = sorted(p.stem for p in args.masks.glob("*.png"))
     if not stems:

@@ -21,7 +21,8 @@ and turns): the best F1 among thresholds that flag at most MAX_CLEAN_FLAGGED of 
 photos. The benchmark's EVAL_PHOTOS are never used here.
 
 Reproducible on a CPU: fixed seeds, a fixed thread count. Writes pipeline/assets/damage_unet.npz
-(a U-Net of widths WIDTHS, ~116k weights). The shipped weights (round 4) come from four rounds
+(a U-Net of widths WIDTHS, ~116k weights; the `combined` detector's print net,
+damage_unet_print.npz, is round 9 below). The shipped weights (round 4) come from four rounds
 on a 2-core machine (rounds 1-3: 2 threads, 0.3-0.37 s a step, 3653 s, 1232 s and 839 s;
 round 4: 1 thread, two runs side by side, 0.41 s a step, 3319 s):
 
@@ -106,9 +107,10 @@ and failed it on the woman's print, the undamaged synthetic prints and the pictu
 is the strongest lead for prints so far: a print-trained net finds the crackle and cracks the
 verifier misses; what it lacks is picture like frame lines and lettering drawn into training.
 
-Rounds 7 and 8, not shipped, both continued from round 6 for 3000 steps at lr 1e-3 with the
-round-4 flags, one thread each, side by side (1289 s and 1233 s), judged as round 6 was (the
-threshold picked the same way, with the print-edge rule, on the held-out prints: 0.9 for both):
+Rounds 7 and 8, not shipped, and round 9, shipped only as `combined`'s second judge; 7 and 8
+both continued from round 6 for 3000 steps at lr 1e-3 with the round-4 flags, one thread
+each, side by side (1289 s and 1233 s), judged as round 6 was (the threshold picked the same
+way, with the print-edge rule, on the held-out prints: 0.9 for both):
 - round 7, `--prints 0.8 --seed 1`: held-out prints F1 0.829; real 0.92 / 0.54 (F1 0.68; the
   woman's print 1.00 / 0.21); real undamaged portraits at most 0.03%; picture cases as round 6
   (frame line 6.5% / 2.9%, caption 17% / 12%). More print share changed nothing.

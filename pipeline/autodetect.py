@@ -44,8 +44,8 @@ def detected_mask_uri(settings: RunSettings, relative_path: str) -> str:
 
 def find_damage(photo: imageio.Photo, image_bytes: bytes, settings: RunSettings,
                 device: str = "cpu") -> Detection:
-    """Run the chosen detector on a decoded photo (the learned one's net on `device`); the IR
-    channel comes from the raw bytes."""
+    """Run the chosen detector on a decoded photo (the nets of `learned` and `combined` on
+    `device`); the IR channel comes from the raw bytes."""
     infrared = read_infrared(image_bytes)
     if infrared is not None and infrared.shape[:2] != photo.pixels.shape[:2]:
         # The photo was shown upright from EXIF orientation; RGBI scans carry none.

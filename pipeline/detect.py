@@ -69,7 +69,7 @@ def detect(image: np.ndarray, method: str = DEFAULT_DETECTOR,
 
     `sensitivity` in [0, 1]: higher finds fainter damage and flags more; 0.5 is the
     calibrated default. `infrared` is the scanner's IR channel (HxW), when there is one.
-    `device` runs the learned detector's net ("cpu", "cuda", "cuda:1", ...). `scale` in
+    `device` runs the nets of `learned` and `combined` ("cpu", "cuda", "cuda:1", ...). `scale` in
     (0, 1] detects on the photo shrunk by that factor, for scans whose damage is larger than
     the detector knows (see DEFAULT_SCALE); the mask comes back at the photo's size.
     `margin` px at each edge are left out (a scan cropped tight to its print shows the

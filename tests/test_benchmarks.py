@@ -178,3 +178,16 @@ def test_clean_real_benchmark_tables_what_auto_flags(tmp_path):
         column = 5 if detector == "`learned`" else 7  # learned flagged | s/MP | verified flagged
         assert at_half == rows[name][column]
     assert (tmp_path / "figures" / "gray.png").exists()
+
+
+@pytest.mark.slow
+def test_the_combined_detectors_weight_is_what_its_benchmark_picks(tmp_path):
+    """benchmarks/combined_weight.py picks the print net's weight on held-out prints by the
+    verifier's calibration rule; the shipped NET_WEIGHT must be its pick."""
+    from pipeline.detectors import combined
+    out = tmp_path / "weight.md"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "combined_weight.py"),
+                    "--out", str(out)], check=True, cwd=ROOT, capture_output=True, timeout=400)
+    text = out.read_text()
+    assert f"Picked: {combined.NET_WEIGHT}" in text
+    assert len([line for line in text.splitlines() if line.startswith("| 0.")]) == 3

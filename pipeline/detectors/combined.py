@@ -1,7 +1,6 @@
-"""The `combined` detector, for scans of prints: each `verified` candidate is judged by the
-verifier and by a U-Net trained on print damage together, their log-odds summed (the net at
-half weight), against the verifier's own calibrated threshold. Not what `auto` runs (see
-`pipeline.detect.AUTO_PRINT_DETECTOR` for why).
+"""The `combined` detector, for scans of prints: each `verified` candidate judged by the
+verifier and a U-Net trained on print damage together, their log-odds summed (the net's at
+half weight). Not what `auto` runs (`pipeline.detect.AUTO_PRINT_DETECTOR` says why).
 
 The two err apart. The verifier sees a candidate's shape and contrast but little of the photo
 around it; it keeps stars and a cup's highlights and misses faint crackle. The print net sees
@@ -23,12 +22,12 @@ from pipeline.detectors.maps import DEFAULT_SENSITIVITY, float_image, in_bands, 
 
 PRINT_NET_FILE = "damage_unet_print.npz"
 # How much the net's log-odds count beside the verifier's, and in which views it is scored.
-# Picked as the verifier's threshold was, on the held-out prints (astronaut and china made
-# prints, seeds 100 and 101): of the weights 0.25, 0.5, ... 2, the best F1 among those that
-# flag at most 0.2% of each undamaged print, 0.5 (F1 0.495 against the verifier's 0.445
-# alone; 0.75 flags 0.22%). One view, not the
-# `learned` detector's eight: the net then costs about 0.6 CPU s per MP beside the verifier's
-# 0.5-1.7, and held-out F1 is 0.503 in eight views at the same weight, no more than noise.
+# Picked as the verifier's threshold was, on held-out prints (astronaut and china made prints,
+# seeds 100 and 101; `benchmarks/combined_weight.py`): of the weights 0.25, 0.5, ... 2, the
+# best F1 among those that flag at most 0.2% of each undamaged print: 0.5, F1 0.495 against
+# `verified`'s 0.445. One view, not the `learned` detector's eight: the net then costs 0.6-0.9
+# CPU s per MP beside the verifier's. Eight views would pick 1.0 (F1 0.532) at eight times
+# that, far over the project's line of 2 s per MP.
 NET_WEIGHT = 0.5
 NET_VIEWS = learned.VIEWS[:1]
 # The net's probability is bounded away from 0 and 1 before its log-odds are taken, so that a
@@ -52,9 +51,10 @@ def combined_id() -> str:
     return digest.hexdigest()[:16]
 
 
-def net_log_odds(image: np.ndarray, device: str = "cpu") -> np.ndarray:
-    """The print net's log-odds of damage at every pixel (float32 HxW), in row bands on
-    large scans as the `learned` detector scores them."""
+def net_log_odds(image: np.ndarray, where: np.ndarray, device: str = "cpu") -> np.ndarray:
+    """The print net's log-odds of damage at the pixels `where` (HxW bool) holds, in the
+    order of np.nonzero; the net scores the whole photo, in row bands on large scans as the
+    `learned` detector scores them."""
     pixels = float_image(image)
     net = load_print_net(device)
     band = max(learned.GRID,
@@ -62,8 +62,10 @@ def net_log_odds(image: np.ndarray, device: str = "cpu") -> np.ndarray:
                * learned.GRID)
     probability = in_bands(pixels, band, learned.TILE_OVERLAP,
                            lambda part: learned.net_probability(net, part, device, NET_VIEWS))
-    probability = np.clip(probability, P_BOUND, 1 - P_BOUND)
-    return np.log(probability / (1 - probability)).astype(np.float32)
+    # Only the candidates' scores: full-frame temporaries would cost a scan's size in memory
+    # several times over.
+    picked = np.clip(probability[where], P_BOUND, 1 - P_BOUND)
+    return np.log(picked / (1 - picked)).astype(np.float32)
 
 
 def combined_odds(image: np.ndarray, verifier_odds: np.ndarray,
@@ -75,7 +77,7 @@ def combined_odds(image: np.ndarray, verifier_odds: np.ndarray,
         return verifier_odds
     joint = np.full(verifier_odds.shape, -np.inf, np.float32)
     joint[candidates] = (verifier_odds[candidates]
-                         + NET_WEIGHT * net_log_odds(image, device)[candidates])
+                         + NET_WEIGHT * net_log_odds(image, candidates, device))
     return joint
 
 
@@ -85,6 +87,12 @@ def damage_mask(image: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY,
     to their footprint as `verified` grows its own, less a tight scan's print edge (judged, as
     `verified` judges it, on the verifier's odds alone: the side is the photo's)."""
     verifier_odds = verified.verified_odds(image)
-    joint = combined_odds(image, verifier_odds, device)
+    return mask_of(image, verifier_odds, combined_odds(image, verifier_odds, device),
+                   sensitivity)
+
+
+def mask_of(image: np.ndarray, verifier_odds: np.ndarray, joint: np.ndarray,
+            sensitivity: float) -> np.ndarray:
+    """The mask of summed log-odds `joint` at `sensitivity` (`damage_mask`'s last steps)."""
     found = verified.footprint(joint > verified.threshold(sensitivity))
     return found & ~verified.print_edge(found, verifier_odds, image)
