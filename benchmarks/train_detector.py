@@ -145,7 +145,7 @@ way, with the print-edge rule, on the held-out prints: 0.9 for both):
         --faint-ignored --star-fields 6 --lines 0.6 --rings 0.3 --prints 0.5 --frames 0.3 \
         --captions 0.4 --seed 3 --threads 2 --out pipeline/assets/damage_unet_print.npz
 
-  (4099 s in all on a 2-core machine shared with other jobs; all three files came out byte for
+  (3826 s in all on a 2-core machine shared with other jobs; all three files came out byte for
   byte as first trained, the shipped one sha256 672f5e7b4143fad1…. The threshold written into
   it, picked on digital held-out photos, is not used there.)
 What a person sees on the couple's print (round 8): the crack network filled nearly
