@@ -29,20 +29,18 @@ WEIGHTS = tuple(np.arange(0.25, 2.01, 0.25))
 OUT = Path(__file__).resolve().parent / "results" / "combined-weight.md"
 
 
-def scored(image: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The verifier's odds of a photo, its candidates and the net's log-odds at them."""
-    odds = verified.verified_odds(image)
+def net_odds(image: np.ndarray, odds: np.ndarray, views: int) -> np.ndarray:
+    """The print net's log-odds at the photo's candidates, in its first `views` views."""
     candidates = np.isfinite(odds)
-    net = (combined.net_log_odds(image, candidates) if candidates.any()
-           else np.zeros(0, np.float32))
-    return odds, candidates, net
+    if not candidates.any():
+        return np.zeros(0, np.float32)
+    return combined.net_log_odds(image, candidates, views=learned.VIEWS[:views])
 
 
-def mask_at(image: np.ndarray, scores: tuple, weight: float) -> np.ndarray:
-    odds, candidates, net = scores
-    joint = odds.copy()
-    joint[candidates] += weight * net
-    return combined.mask_of(image, odds, joint, DEFAULT_SENSITIVITY)
+def mask_at(image: np.ndarray, odds: np.ndarray, net: np.ndarray, weight: float) -> np.ndarray:
+    """`combined`'s mask of the photo with the net's log-odds at `weight`."""
+    return combined.mask_of(image, odds, combined.summed_odds(odds, net, weight),
+                            DEFAULT_SENSITIVITY)
 
 
 def main() -> None:
@@ -55,9 +53,14 @@ def main() -> None:
     torch.set_num_threads(1)
     prints = [add_print_damage(resized(rgb_photo(name), HOLDOUT_SIDE), seed=seed)
               for name in HOLDOUT_PHOTOS for seed in SEEDS]
-    alone = [verified.damage_mask(p.image) for p in prints]
-    base_f1 = np.mean([mask_scores(m, p.mask)["f1"] for m, p in zip(alone, prints, strict=True)])
-    base_clean = max(verified.damage_mask(p.clean).mean() for p in prints)
+    # Each photo's verifier odds, damaged and undamaged twin: they do not depend on the net.
+    odds = [(verified.verified_odds(p.image), verified.verified_odds(p.clean)) for p in prints]
+    # `verified`'s own masks: the verifier's odds alone, through the same last steps.
+    base_f1 = np.mean([mask_scores(combined.mask_of(p.image, damaged, damaged,
+                                                    DEFAULT_SENSITIVITY), p.mask)["f1"]
+                       for p, (damaged, _) in zip(prints, odds, strict=True)])
+    base_clean = max(combined.mask_of(p.clean, twin, twin, DEFAULT_SENSITIVITY).mean()
+                     for p, (_, twin) in zip(prints, odds, strict=True))
     lines = ["# The print net's weight in `combined`", "",
              f"Held-out prints: {', '.join(HOLDOUT_PHOTOS)} at {HOLDOUT_SIDE} px, "
              f"`add_print_damage` seeds {SEEDS}; sensitivity {DEFAULT_SENSITIVITY}. F1: mean over "
@@ -67,14 +70,16 @@ def main() -> None:
              f"{' '.join(map(str, args.views))}`.", "",
              f"`verified` alone: F1 {base_f1:.3f}, clean max {base_clean:.3%}.", ""]
     for views in args.views:
-        combined.NET_VIEWS = learned.VIEWS[:views]
-        photos = [(p, scored(p.image), scored(p.clean)) for p in prints]
+        photos = [(p, damaged, net_odds(p.image, damaged, views), twin,
+                   net_odds(p.clean, twin, views))
+                  for p, (damaged, twin) in zip(prints, odds, strict=True)]
         lines += [f"## {views} view(s)", "", "| weight | F1 | clean max |", "|---|---|---|"]
         best = (-1.0, None)
         for weight in WEIGHTS:
-            f1 = np.mean([mask_scores(mask_at(p.image, damaged, weight), p.mask)["f1"]
-                          for p, damaged, _ in photos])
-            clean = max(mask_at(p.clean, twin, weight).mean() for p, _, twin in photos)
+            f1 = np.mean([mask_scores(mask_at(p.image, damaged, net, weight), p.mask)["f1"]
+                          for p, damaged, net, _, _ in photos])
+            clean = max(mask_at(p.clean, twin, twin_net, weight).mean()
+                        for p, _, _, twin, twin_net in photos)
             if clean <= MAX_CLEAN_FLAGGED and f1 > best[0]:
                 best = (f1, weight)
             lines.append(f"| {weight:.2f} | {f1:.3f} | {clean:.3%} |")

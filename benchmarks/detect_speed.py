@@ -29,18 +29,13 @@ REPEATS = 2
 BIG_SIDE = 2048
 
 
-def band_rows(pixels: np.ndarray) -> int:
-    """The row bands `learned.damage_probability` scores a photo in."""
-    grid = learned.GRID
-    return max(grid, learned.TILE * learned.TILE // pixels.shape[1] // grid * grid)
-
-
 def scorers(threshold: float) -> dict:
     trained = learned.net_from_weights(load_weights(learned.WEIGHTS_FILE)).eval()
     folded = learned.load_net()
 
     def everywhere(net):
-        return lambda pixels: in_bands(pixels, band_rows(pixels), learned.TILE_OVERLAP,
+        return lambda pixels: in_bands(pixels, learned.band_rows(pixels.shape[1]),
+                                       learned.TILE_OVERLAP,
                                        lambda part: learned.net_probability(net, part))
     return {"eight views, as trained": everywhere(trained),
             "eight views, folded": everywhere(folded),

@@ -12,7 +12,7 @@ from pipeline.detect import detect, weights_id
 from pipeline.detectors import combined, learned, verified
 from pipeline.settings import RunSettings
 from tests.conftest import small_photo
-from tests.test_monochrome import sepia
+from tests.test_monochrome import as_print, picture_cases
 from tests.test_verified import flat_field
 
 
@@ -97,19 +97,9 @@ COMBINED_FLAGS = {("frame line and mount edges", "sepia"),  # (1.0%)
                   ("a print's edge and a wide light lid", "sepia")}  # (27%)
 
 
-def picture_cases():
-    from tests.test_verified import PICTURE, PICTURE_STILL_FLAGGED
-
-    for kind, (photo, region) in {**PICTURE, **PICTURE_STILL_FLAGGED}.items():
-        for tone in ("gray", "sepia"):
-            marks = ([pytest.mark.xfail(strict=True, reason="known: combined flags it")]
-                     if (kind, tone) in COMBINED_FLAGS else [])
-            yield pytest.param(photo, region, tone, id=f"{kind}, {tone}", marks=marks)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize(("photo", "region", "tone"), list(picture_cases()))
+@pytest.mark.parametrize(("photo", "region", "tone"),
+                         list(picture_cases(COMBINED_FLAGS, "combined")))
 def test_combined_leaves_a_prints_own_fine_lines_alone(photo, region, tone):
-    gray = cv2.cvtColor(np.ascontiguousarray(photo()[:, :, :3]), cv2.COLOR_RGB2GRAY)
-    found = detect(gray if tone == "gray" else sepia(gray), "combined")
+    found = detect(as_print(photo, tone), "combined")
     assert found.mask[region].mean() <= 0.002, found.mask[region].mean()

@@ -51,17 +51,15 @@ def combined_id() -> str:
     return digest.hexdigest()[:16]
 
 
-def net_log_odds(image: np.ndarray, where: np.ndarray, device: str = "cpu") -> np.ndarray:
+def net_log_odds(image: np.ndarray, where: np.ndarray, device: str = "cpu",
+                 views: tuple[tuple[int, bool], ...] | None = None) -> np.ndarray:
     """The print net's log-odds of damage at the pixels `where` (HxW bool) holds, in the
-    order of np.nonzero; the net scores the whole photo, in row bands on large scans as the
-    `learned` detector scores them."""
+    order of np.nonzero, averaged over `views` (NET_VIEWS unless given); the net scores the
+    whole photo, in row bands on large scans as the `learned` detector scores them."""
     pixels = float_image(image)
-    net = load_print_net(device)
-    band = max(learned.GRID,
-               learned.TILE * learned.TILE // max(pixels.shape[1], 1) // learned.GRID
-               * learned.GRID)
-    probability = in_bands(pixels, band, learned.TILE_OVERLAP,
-                           lambda part: learned.net_probability(net, part, device, NET_VIEWS))
+    net, views = load_print_net(device), views or NET_VIEWS
+    probability = in_bands(pixels, learned.band_rows(pixels.shape[1]), learned.TILE_OVERLAP,
+                           lambda part: learned.net_probability(net, part, device, views))
     # Only the candidates' scores: full-frame temporaries would cost a scan's size in memory
     # several times over.
     picked = np.clip(probability[where], P_BOUND, 1 - P_BOUND)
@@ -75,9 +73,16 @@ def combined_odds(image: np.ndarray, verifier_odds: np.ndarray,
     candidates = np.isfinite(verifier_odds)
     if not candidates.any():
         return verifier_odds
-    joint = np.full(verifier_odds.shape, -np.inf, np.float32)
-    joint[candidates] = (verifier_odds[candidates]
-                         + NET_WEIGHT * net_log_odds(image, candidates, device))
+    return summed_odds(verifier_odds, net_log_odds(image, candidates, device))
+
+
+def summed_odds(verifier_odds: np.ndarray, net_odds: np.ndarray,
+                weight: float | None = None) -> np.ndarray:
+    """`verifier_odds` plus `weight` (NET_WEIGHT unless given) times `net_odds`, the net's
+    log-odds at its candidates (`net_log_odds` of np.isfinite(verifier_odds))."""
+    weight = NET_WEIGHT if weight is None else weight
+    joint = verifier_odds.copy()
+    joint[np.isfinite(verifier_odds)] += weight * net_odds
     return joint
 
 

@@ -129,7 +129,7 @@ def damage_probability(pixels: np.ndarray, device: str = "cpu",
 
     With the hysteresis' `thresholds` (faint, sure), views after the first are scored only
     where they can change the mask (`cascade_probability`)."""
-    band = max(GRID, TILE * TILE // max(pixels.shape[1], 1) // GRID * GRID)
+    band = band_rows(pixels.shape[1])
     net, views = load_net(device), shipped_views()
     if thresholds is None:
         return in_bands(pixels, band, TILE_OVERLAP,
@@ -137,6 +137,12 @@ def damage_probability(pixels: np.ndarray, device: str = "cpu",
     faint, sure = thresholds
     return in_bands(pixels, band, TILE_OVERLAP, lambda part: cascade_probability(
         net, part, sure, faint, device, views))
+
+
+def band_rows(width: int) -> int:
+    """How many rows a band of a photo `width` px wide holds: about TILE * TILE pixels, on
+    the pooling grid."""
+    return max(GRID, TILE * TILE // max(width, 1) // GRID * GRID)
 
 
 def shipped_views() -> tuple[tuple[int, bool], ...]:
