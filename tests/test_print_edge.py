@@ -71,3 +71,24 @@ def test_a_mask_far_from_every_side_cannot_show_an_edge_and_one_along_a_side_can
     short, _ = photo_with(40.0, side_share=0.385)
     assert not print_edge.may_show_edge(short)
     assert print_edge.may_show_edge(short, spread=2)
+
+
+def test_a_crease_running_in_from_the_edge_line_stays_beyond_the_band():
+    # One defect: the edge line along the whole side and a crease from it 40 px into the
+    # print. By pixels (84%) it lies along the frame; only its part within BAND px is edge.
+    mask, gray = photo_with(40.0)
+    mask[40:43, 120:156] = True
+    gray[40:43, 120:156] = 60
+    edge = print_edge.along_sides(mask, gray, ["right"])
+    assert edge[:, 150:].sum() == mask[:, 150:].sum()
+    assert not edge[:, :150].any()
+    assert mask[:, :150].sum() == 90
+
+
+def test_a_wavering_edge_line_goes_whole_where_it_strays_past_the_band():
+    # The edge line bows 14 px in over 20 rows: a sliver beyond the band, still the edge.
+    mask, gray = photo_with(40.0)
+    mask[50:70, 142:156] = True
+    gray[50:70, 142:156] = 40
+    edge = print_edge.along_sides(mask, gray, ["right"])
+    assert (edge == mask).all()

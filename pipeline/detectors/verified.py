@@ -249,7 +249,8 @@ def verifier_id() -> str:
     file, the footprint rule and the print-edge rule, so that resume redoes photos when any
     of them changes (the file's sha256 alone, the start of it, while masks were not grown)."""
     rule = (FOOTPRINT_GROWTH, FOOTPRINT_MIN_AREA, FOOTPRINT_MAX_FILL, FOOTPRINT_MIN_ASPECT)
-    edge = (edges.BAND, edges.IN_BAND, edges.COVER, edges.INNER, edges.ALONG, EDGE_SENSITIVITIES)
+    edge = (edges.BAND, edges.IN_BAND, edges.COVER, edges.INNER, edges.ALONG, edges.SLIVER,
+            EDGE_SENSITIVITIES)
     digest = hashlib.sha256(f"{load_verifier()['sha256']} footprint {rule} print edge {edge}"
                             .encode())
     return digest.hexdigest()[:16]
