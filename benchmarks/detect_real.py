@@ -161,21 +161,57 @@ def sweep_detectors_option(detectors: list[str]) -> str:
     return "" if detectors == [DEFAULT_DETECTOR] else f" --sweep-detectors {' '.join(detectors)}"
 
 
-def sweep_table(photos: dict[str, tuple[np.ndarray, np.ndarray]], sensitivities: list[float],
-                scale: float, detector: str = DEFAULT_DETECTOR) -> list[str]:
-    """`detector`'s precision / recall on each photo and pooled, one column per sensitivity."""
-    columns = {level: [measure(pixels, true, detector, level, scale)[0]
-                       for pixels, true in photos.values()] for level in sensitivities}
+def sweep_columns(photos: dict[str, tuple[np.ndarray, np.ndarray]], sensitivities: list[float],
+                  scale: float, detector: str) -> dict[float, list[dict[str, float]]]:
+    """`detector`'s scores on each photo, one list per sensitivity."""
+    return {level: [measure(pixels, true, detector, level, scale)[0]
+                    for pixels, true in photos.values()] for level in sensitivities}
+
+
+def sweep_table(stems: list[str], columns: dict[float, list[dict[str, float]]],
+                detector: str) -> list[str]:
+    """Precision / recall on each photo and pooled, one column per sensitivity."""
     lines = [f"## `{detector}` by sensitivity (precision / recall)", "",
-             "| photo | " + " | ".join(str(level) for level in sensitivities) + " |",
-             "|---|" + "---|" * len(sensitivities)]
-    labels = [*photos, "**pooled**"]
+             "| photo | " + " | ".join(str(level) for level in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    labels = [*stems, "**pooled**"]
     for index, label in enumerate(labels):
-        cells = [rows[index] if index < len(photos) else pooled(rows)
+        cells = [rows[index] if index < len(stems) else pooled(rows)
                  for rows in columns.values()]
         lines.append(f"| {label} | "
                      + " | ".join(f"{c['precision']:.2f} / {c['recall']:.2f}" for c in cells)
                      + " |")
+    return lines
+
+
+def split_half_table(stems: list[str], columns: dict[float, list[dict[str, float]]],
+                     detector: str) -> list[str]:
+    """Pick the sensitivity on half the photos (best pooled F1), score it on the other half:
+    an operating point is only worth what it does on photos it was not picked on."""
+    if len(stems) < 2:
+        return []
+    default = RunSettings.model_fields["sensitivity"].default
+    lines = [f"## `{detector}`: sensitivity picked on half the photos, scored on the other half",
+             "", f"Picked from the sweep's levels by pooled F1 on the tuning half; held out: "
+             f"pooled precision / recall / F1 of the other half at the picked level and at the "
+             f"default ({default}).", "",
+             "| tuned on | picked | held out | at picked | at default |", "|---|---|---|---|---|"]
+    half = len(stems) // 2
+    for tuned in itertools.combinations(range(len(stems)), half):
+        held = [i for i in range(len(stems)) if i not in tuned]
+        if len(stems) == 2 * half and held < list(tuned):
+            continue  # with an even count each split comes up twice; its mirror is listed
+        for tune_on, score_on in ((tuned, held), (held, tuned)):
+            picked = max(columns, key=lambda level: pooled(
+                [columns[level][i] for i in tune_on])["f1"])
+            cells = []
+            for level in (picked, default):
+                scores = ([columns[level][i] for i in score_on] if level in columns else
+                          None)
+                cells.append("not swept" if scores is None else
+                             "{precision:.2f} / {recall:.2f} / {f1:.2f}".format(**pooled(scores)))
+            lines.append(f"| {', '.join(stems[i] for i in tune_on)} | {picked} | "
+                         f"{', '.join(stems[i] for i in score_on)} | {cells[0]} | {cells[1]} |")
     return lines
 
 
@@ -261,7 +297,9 @@ def main() -> None:
         lines += [table_row("**pooled**", pooled(rows)), ""]
     lines.append(f"Restored panels of the figures: `{FILL}` with the found mask.")
     for detector in args.sweep_detectors if args.sweep else []:
-        lines += [""] + sweep_table(photos, args.sweep, args.detect_scale, detector)
+        columns = sweep_columns(photos, args.sweep, args.detect_scale, detector)
+        lines += [""] + sweep_table(stems, columns, detector)
+        lines += [""] + split_half_table(stems, columns, detector)
     write_uri(str(args.out), ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
     print(f"figures in {figures}")

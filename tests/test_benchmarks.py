@@ -107,6 +107,33 @@ def test_real_detection_benchmark_runs_on_a_synthetic_photo(tmp_path):
     assert refused.returncode != 0 and "inside the repository" in refused.stderr
 
 
+def test_real_set_split_half_picks_on_one_half_and_scores_the_other(monkeypatch):
+    """Each split's level is the one with the best pooled F1 on its tuning half, and the
+    held-out cells are the other half's scores at that level, not the tuning half's."""
+    import importlib.util
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("detect_real",
+                                                  ROOT / "benchmarks" / "detect_real.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+
+    def score(precision, recall):
+        return {"precision": precision, "recall": recall, "found_pixels": 100.0,
+                "true_pixels": 100.0, "megapixels": 1.0, "seconds": 0.0}
+    # Photos w and x do best at 1.0, y and z at 0.5.
+    columns = {0.5: [score(1, .2), score(1, .2), score(1, .9), score(1, .9)],
+               1.0: [score(.9, .9), score(.9, .9), score(.2, .9), score(.2, .9)]}
+    lines = module.split_half_table(["w", "x", "y", "z"], columns, "verified")
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines if line.startswith("| ")
+            and not line.startswith("| tuned")]
+    assert len(rows) == 6 and {(r[0], r[2]) for r in rows} >= {("w, x", "y, z"), ("y, z", "w, x")}
+    by_split = {(r[0], r[2]): r for r in rows}
+    assert by_split["w, x", "y, z"][1:] == ["1.0", "y, z", "0.20 / 0.90 / 0.33",
+                                            "1.00 / 0.90 / 0.95"]
+    assert by_split["y, z", "w, x"][1] == "0.5"
+    assert module.split_half_table(["w"], {0.5: [score(1, 1)]}, "verified") == []
+
+
 @pytest.mark.slow
 def test_plan_memory_benchmark_runs_on_tiny_sizes(tmp_path):
     import json
