@@ -34,11 +34,12 @@ def test_speed_benchmark_runs_on_tiny_sizes(tmp_path):
     assert (tmp_path / "speed.png").stat().st_size > 0
 
 
-def _real_set_module():
-    """benchmarks/real/render_masks.py, imported by path (benchmarks is no package)."""
+def _benchmark_module(path: str):
+    """A benchmark script (`path` under benchmarks/), imported by path (benchmarks is no
+    package; the scripts import each other as top-level modules, so a test that loads one
+    puts benchmarks/ on sys.path first)."""
     import importlib.util
-    spec = importlib.util.spec_from_file_location(
-        "render_masks", ROOT / "benchmarks" / "real" / "render_masks.py")
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / "benchmarks" / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -48,7 +49,7 @@ def test_real_set_annotations_render_in_order():
     """Candidates fire on a bright line and a bright blob; the blob's polygon is erased, a
     corridor brings back the part of the line that crosses it, a stroke and a fill add, and
     `remove` clears last."""
-    render = _real_set_module().render
+    render = _benchmark_module("real/render_masks.py").render
     photo = np.full((60, 80, 3), 100, np.uint8)
     photo[30, 5:75] = 160  # a 1-px bright crack across the photo
     photo[5:12, 5:12] = 170  # a bright blob (say, a highlight on an eye)
@@ -110,12 +111,8 @@ def test_real_detection_benchmark_runs_on_a_synthetic_photo(tmp_path):
 def test_real_set_split_half_picks_on_one_half_and_scores_the_other(monkeypatch):
     """Each split's level is the one with the best pooled F1 on its tuning half, and the
     held-out cells are the other half's scores at that level, not the tuning half's."""
-    import importlib.util
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
-    spec = importlib.util.spec_from_file_location("detect_real",
-                                                  ROOT / "benchmarks" / "detect_real.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = _benchmark_module("detect_real.py")
 
     def score(precision, recall):
         return {"precision": precision, "recall": recall, "found_pixels": 100.0,
