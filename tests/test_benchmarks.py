@@ -15,6 +15,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
+def _run_benchmark(*args: str) -> None:
+    """Run a benchmark script (python and `args`) from the repository root; on failure the
+    assertion carries the end of its stderr, which a bare CalledProcessError does not."""
+    run = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
+                         timeout=400)
+    assert run.returncode == 0, run.stderr[-4000:]
+
+
 def test_speed_benchmark_runs_on_tiny_sizes(tmp_path):
     # Every part but the slow-storage one, whose two Ray start-ups were a third of this test's
     # time: tests/test_s3.py runs the same slow storage through the CLI. Its section comes
@@ -23,9 +31,8 @@ def test_speed_benchmark_runs_on_tiny_sizes(tmp_path):
                                           .read_bytes())
     parts = ["pipeline_efficiency", "small_items", "cost_by_canvas", "optimizer_overhead",
              "throughput", "peak_memory", "batched_crops"]
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--quick",
-                    "--method", "telea", "--out", str(tmp_path), "--only", *parts],
-                   check=True, cwd=ROOT, capture_output=True, timeout=400)
+    _run_benchmark(str(ROOT / "benchmarks" / "speed.py"), "--quick", "--method", "telea",
+                   "--out", str(tmp_path), "--only", *parts)
     table = (tmp_path / "speed.md").read_text()
     for heading in ("Pipeline efficiency", "Small items at loop speed",
                     "Storage that answers slowly", "Cost follows the damage", "Optimizer overhead",
@@ -84,9 +91,8 @@ def test_real_detection_benchmark_runs_on_a_synthetic_photo(tmp_path):
     script = str(ROOT / "benchmarks" / "detect_real.py")
     common = ["--photos", str(tmp_path / "photos"), "--masks", str(tmp_path / "masks"),
               "--sensitivity", "0.5", "--out", str(tmp_path / "real.md")]
-    subprocess.run([sys.executable, script, *common, "--figures", str(tmp_path / "figures"),
-                    "--sweep", "0.5", "1.0", "--sweep-detectors", "auto", "combined"],
-                   check=True, cwd=ROOT, capture_output=True, timeout=400)
+    _run_benchmark(script, *common, "--figures", str(tmp_path / "figures"), "--sweep", "0.5",
+                   "1.0", "--sweep-detectors", "auto", "combined")
     table = (tmp_path / "real.md").read_text()
     assert "## `combined` by sensitivity" in table and "--sweep-detectors auto combined" in table
     row = next(line for line in table.splitlines() if line.startswith("| syn |"))
@@ -137,12 +143,9 @@ def test_plan_memory_benchmark_runs_on_tiny_sizes(tmp_path):
 
     results = tmp_path / "speed.md"
     results.write_text("# Speed\n\n## Notes\n")
-    # Its stderr in the failure: a CalledProcessError alone left one failed CI run unexplained.
-    run = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "plan_memory.py"), "--sizes",
-                          "20", "30", "--folder", str(tmp_path / "archive"), "--json",
-                          str(tmp_path / "f.json"), "--results", str(results)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=400)
-    assert run.returncode == 0, run.stderr[-4000:]
+    _run_benchmark(str(ROOT / "benchmarks" / "plan_memory.py"), "--sizes", "20", "30",
+                   "--folder", str(tmp_path / "archive"), "--json", str(tmp_path / "f.json"),
+                   "--results", str(results))
     figures = json.loads((tmp_path / "f.json").read_text())
     assert [(f["mode"], f["items"]) for f in figures] == [
         (mode, size) for size in (20, 30) for mode in ("plan", "resume", "dry-run")]
@@ -189,9 +192,8 @@ def test_clean_real_benchmark_tables_what_auto_flags(tmp_path):
                 cv2.cvtColor(small_photo("chelsea", 128)[:, :, :3], cv2.COLOR_RGB2BGR))
     script = str(ROOT / "benchmarks" / "detect_clean_real.py")
     out = tmp_path / "clean.md"
-    subprocess.run([sys.executable, script, "--photos", str(photos), "--out", str(out),
-                    "--figures", str(tmp_path / "figures"), "--sweep", "0.5", "1.0"],
-                   check=True, cwd=ROOT, capture_output=True, timeout=400)
+    _run_benchmark(script, "--photos", str(photos), "--out", str(out), "--figures",
+                   str(tmp_path / "figures"), "--sweep", "0.5", "1.0")
     main, swept = out.read_text().split("by sensitivity")
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[1:-1]]
             for line in main.splitlines() if line.startswith("| gray") or
@@ -212,8 +214,7 @@ def test_the_combined_detectors_weight_is_what_its_benchmark_picks(tmp_path):
     verifier's calibration rule; the shipped NET_WEIGHT must be its pick."""
     from pipeline.detectors import combined
     out = tmp_path / "weight.md"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "combined_weight.py"),
-                    "--out", str(out)], check=True, cwd=ROOT, capture_output=True, timeout=400)
+    _run_benchmark(str(ROOT / "benchmarks" / "combined_weight.py"), "--out", str(out))
     text = out.read_text()
     assert f"Picked: {combined.NET_WEIGHT}" in text
     assert len([line for line in text.splitlines() if line.startswith("| 0.")]) == 3
