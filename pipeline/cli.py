@@ -318,6 +318,58 @@ def detect_command(
     raise typer.Exit(1 if summary.failed else 0)
 
 
+@app.command("calibrate")
+def calibrate_command(
+    images: Annotated[str, typer.Argument(help="Folder (recursive) or glob of scanned photos; "
+                                               "any fsspec URI.")],
+    masks: Annotated[str, typer.Option(help="Hand-made masks of some of them (same relative "
+                                            "path, any image extension, white = damage); "
+                                            "photos without one are not scored.")],
+    method: Annotated[str, typer.Option(help="Detector, as for `inpaint detect`.")] = "auto",
+    levels: Annotated[str, typer.Option(help="Sensitivities to try, comma-separated.")] =
+        "0.5,0.6,0.7,0.8,0.9,1.0",
+    detect_scale: Annotated[float, typer.Option(help="As for `inpaint detect`.")] = 1.0,
+    detect_margin: Annotated[int, typer.Option(help="As for `inpaint detect`.")] = 0,
+    storage_options: Annotated[str | None, typer.Option(help="JSON passed to fsspec.")] =
+        None,
+) -> None:
+    """Pick the --sensitivity for an archive: score each level's masks against a few photos
+    a person has masked, and print the level with the best F1.
+
+    Example: inpaint calibrate scans/ --masks checked-masks/
+    """
+    from pipeline import calibrate
+
+    try:
+        tried = [float(level) for level in levels.split(",") if level.strip()]
+    except ValueError:
+        fail_usage(f"--levels expects numbers separated by commas, got {levels!r}")
+    try:
+        result = calibrate.calibrate(images, masks, method, tried, detect_scale, detect_margin,
+                                     parse_storage_options(storage_options))
+    except UsageError as error:
+        fail_usage(str(error))
+    print_calibration(result)
+
+
+def print_calibration(result) -> None:
+    out = Console()
+    for relative, reason in result.skipped:
+        err.print(f"left out {relative}: {reason}", highlight=False, markup=False,
+                  soft_wrap=True)
+    out.print(f"{result.detector} on {len(result.photos)} masked photo(s), "
+              f"{result.best.marked_pixels} marked pixels:", highlight=False, markup=False)
+    out.print("sensitivity  precision  recall    F1  flagged", highlight=False, markup=False)
+    for score in result.levels:
+        pick = "  <- best" if score is result.best else ""
+        out.print(f"{score.sensitivity:11.2f}  {score.precision:9.2f}  {score.recall:6.2f}  "
+                  f"{score.f1:4.2f}  {score.flagged:7.2%}{pick}", highlight=False, markup=False)
+    out.print(f"use: --sensitivity {result.best.sensitivity!r}", highlight=False, markup=False)
+    if result.best is result.levels[-1] and result.best.sensitivity < 1:
+        out.print("(the highest level tried: higher ones may do better; add them to --levels)",
+                  highlight=False, markup=False)
+
+
 @app.command("methods")
 def methods_command() -> None:
     """List the inpainting methods and their params.

@@ -1,0 +1,125 @@
+"""Pick the detection sensitivity for an archive from a few of its photos that a person has
+masked: each level's masks are scored against theirs, and the level with the best pooled F1
+is the one to run the rest of the archive at (`inpaint calibrate`).
+
+Why: the default sensitivity was calibrated on synthetic prints, and real scans differ. On the
+four real prints of `benchmarks/real/`, the level picked on any two of them was also the
+better one for the other two (every split picked 1.0; held-out F1 rose from 0.46-0.68 at the
+default to 0.75-0.87, benchmarks/results/detect-real.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipeline import discover, imageio, storage
+from pipeline.damage import mask_scores
+from pipeline.detect import DEFAULT_DETECTOR, DEFAULT_SCALE, DetectorError, detect, detector_names
+from pipeline.detectors.infrared import read_infrared
+from pipeline.masks import MaskError, decode_mask
+from pipeline.settings import DEFAULT_MAX_PIXELS
+
+# The levels tried unless others are asked for: the default and every step up to the scale's
+# end, where real prints have measured best.
+LEVELS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# A flagged pixel within this many px of a marked one is right, and a marked one is found
+# when a flagged one lies as near: a hand mask a pixel wider or narrower is not an error.
+TOLERANCE = 2
+
+
+@dataclass
+class LevelScore:
+    """How one sensitivity's masks match the hand masks, all photos' pixels pooled."""
+
+    sensitivity: float
+    precision: float
+    recall: float
+    f1: float
+    flagged: float  # share of the photos' pixels flagged
+    found_pixels: int = 0
+    marked_pixels: int = 0
+
+
+@dataclass
+class Calibration:
+    """Every level's scores, the level picked (best F1; of equals, the lower level, which
+    flags less), the photos scored and those left out with the reason."""
+
+    detector: str
+    levels: list[LevelScore]
+    best: LevelScore
+    photos: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def calibrate(images: str, masks: str, detector: str = DEFAULT_DETECTOR,
+              levels: Sequence[float] = LEVELS, detect_scale: float = DEFAULT_SCALE,
+              detect_margin: int = 0, storage_options: dict | None = None,
+              max_pixels: int = DEFAULT_MAX_PIXELS) -> Calibration:
+    """Score `detector` at each of `levels` on the photos of IMAGES that have a hand mask in
+    MASKS (same relative path, any image extension; white = damage); photos without one are
+    not scored, and a photo or mask that cannot be read is left out with the reason."""
+    levels = sorted(set(float(level) for level in levels))
+    if not levels or not all(0 <= level <= 1 for level in levels):
+        raise discover.UsageError(f"levels must lie within [0, 1], got {levels}")
+    if detector not in detector_names():
+        raise discover.UsageError(f"unknown detector {detector!r}; choose from "
+                                  f"{', '.join(detector_names())}")
+    if not 0 < detect_scale <= 1:
+        raise discover.UsageError(f"--detect-scale must be within (0, 1], got {detect_scale}")
+    totals = {level: np.zeros(4, np.int64) for level in levels}  # right, found, hit, pixels
+    photos, skipped, marked = [], [], 0
+    for item in discover.iter_pairs(images, masks, storage_options=storage_options):
+        if item.problem:
+            continue  # no hand mask: nothing to score it against
+        try:
+            pixels, infrared, true = read_pair(item, storage_options, max_pixels)
+            found = {level: detect(pixels, detector, level, infrared, scale=detect_scale,
+                                   margin=detect_margin).mask for level in levels}
+        except (imageio.ImageDecodeError, MaskError, DetectorError, OSError) as error:
+            skipped.append((item.relative_path, str(error)))
+            continue
+        for level, mask in found.items():
+            totals[level] += pixel_counts(mask, true)
+        photos.append(item.relative_path)
+        marked += int(true.sum())
+    if not photos:
+        raise discover.UsageError(f"no photo in {images} has a readable mask in {masks}"
+                                  + (f" ({len(skipped)} left out: {skipped[0][1]})"
+                                     if skipped else ""))
+    if not marked:
+        raise discover.UsageError(f"the masks in {masks} mark no damage: calibration needs "
+                                  "photos whose damage a person has marked")
+    scores = [level_score(level, totals[level], marked) for level in levels]
+    best = max(scores, key=lambda score: (score.f1, -score.sensitivity))
+    return Calibration(detector, scores, best, photos, skipped)
+
+
+def read_pair(item: discover.Item, storage_options: dict | None,
+              max_pixels: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """A photo's pixels, its IR channel (or None) and its hand mask (HxW bool)."""
+    data = storage.read_uri(item.image_uri, storage_options)
+    photo = imageio.decode(data, max_pixels)
+    infrared = read_infrared(data)
+    mask_bytes = storage.read_uri(item.mask_uri, storage_options)
+    true = decode_mask(mask_bytes, photo.pixels.shape[:2], max_pixels=max_pixels)
+    return photo.pixels, infrared, true
+
+
+def pixel_counts(found: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """(flagged pixels that are right, flagged pixels, marked pixels found, photo pixels)."""
+    scores = mask_scores(found, true, TOLERANCE)
+    flagged = int(found.sum())
+    return np.array([round(scores["precision"] * flagged), flagged,
+                     round(scores["recall"] * int(true.sum())), found.size], np.int64)
+
+
+def level_score(level: float, counts: np.ndarray, marked: int) -> LevelScore:
+    right, flagged, hit, pixels = (int(value) for value in counts)
+    precision = right / flagged if flagged else 0.0
+    recall = hit / marked
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return LevelScore(level, precision, recall, f1, flagged / pixels, flagged, marked)
