@@ -113,3 +113,17 @@ def test_the_command_prints_each_level_and_the_one_to_use(masked_prints):
     level = picked[0].split()[0]
     assert f"use: --sensitivity {float(level)!r}" in result.output
     assert before == {path: path.read_bytes() for path in masked_prints["images"].rglob("*.png")}
+
+
+@pytest.mark.slow
+def test_photos_and_masks_in_a_bucket_calibrate_as_from_folders(masked_prints, s3):
+    fs = s3.filesystem()
+    for folder in ("images", "masks"):
+        fs.put(str(masked_prints[folder]), s3.uri(folder), recursive=True)
+    local = calibrate.calibrate(str(masked_prints["images"]), str(masked_prints["masks"]),
+                                "tophat", (0.5, 0.8))
+    remote = calibrate.calibrate(s3.uri("images"), s3.uri("masks"), "tophat", (0.5, 0.8))
+    assert sorted(remote.photos) == sorted(local.photos) == ["box/chelsea.png",
+                                                              "box/coffee.png"]
+    assert [vars(score) for score in remote.levels] == [vars(score) for score in local.levels]
+    assert not any(secret in reason for secret in s3.secrets for _, reason in remote.skipped)
