@@ -46,13 +46,15 @@ class LevelScore:
 @dataclass
 class Calibration:
     """Every level's scores, the level picked (best F1; of equals, the lower level, which
-    flags less), the photos scored and those left out with the reason."""
+    flags less), the photos scored, those left out with the reason, and the detectors that
+    ran (what `auto` picked)."""
 
     detector: str
     levels: list[LevelScore]
     best: LevelScore
     photos: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    ran: list[str] = field(default_factory=list)
 
 
 def calibrate(images: str, masks: str, detector: str = DEFAULT_DETECTOR,
@@ -71,19 +73,20 @@ def calibrate(images: str, masks: str, detector: str = DEFAULT_DETECTOR,
     if not 0 < detect_scale <= 1:
         raise discover.UsageError(f"--detect-scale must be within (0, 1], got {detect_scale}")
     totals = {level: np.zeros(4, np.int64) for level in levels}  # right, found, hit, pixels
-    photos, skipped, marked = [], [], 0
+    photos, skipped, ran, marked = [], [], set(), 0
     for item in discover.iter_pairs(images, masks, storage_options=storage_options):
         if item.problem:
             continue  # no hand mask: nothing to score it against
         try:
             pixels, infrared, true = read_pair(item, storage_options, max_pixels)
             found = {level: detect(pixels, detector, level, infrared, scale=detect_scale,
-                                   margin=detect_margin).mask for level in levels}
+                                   margin=detect_margin) for level in levels}
         except (imageio.ImageDecodeError, MaskError, DetectorError, OSError) as error:
             skipped.append((item.relative_path, str(error)))
             continue
-        for level, mask in found.items():
-            totals[level] += pixel_counts(mask, true)
+        for level, detection in found.items():
+            totals[level] += pixel_counts(detection.mask, true)
+            ran.add(detection.detector)
         photos.append(item.relative_path)
         marked += int(true.sum())
     if not photos:
@@ -95,7 +98,7 @@ def calibrate(images: str, masks: str, detector: str = DEFAULT_DETECTOR,
                                   "photos whose damage a person has marked")
     scores = [level_score(level, totals[level], marked) for level in levels]
     best = max(scores, key=lambda score: (score.f1, -score.sensitivity))
-    return Calibration(detector, scores, best, photos, skipped)
+    return Calibration(detector, scores, best, photos, skipped, sorted(ran))
 
 
 def read_pair(item: discover.Item, storage_options: dict | None,

@@ -357,7 +357,8 @@ def print_calibration(result) -> None:
     for relative, reason in result.skipped:
         err.print(f"left out {relative}: {reason}", highlight=False, markup=False,
                   soft_wrap=True)
-    out.print(f"{result.detector} on {len(result.photos)} masked photo(s), "
+    ran = "" if result.ran == [result.detector] else f" (ran {', '.join(result.ran)})"
+    out.print(f"{result.detector}{ran} on {len(result.photos)} masked photo(s), "
               f"{result.best.marked_pixels} marked pixels:", highlight=False, markup=False)
     out.print("sensitivity  precision  recall    F1  flagged", highlight=False, markup=False)
     for score in result.levels:

@@ -47,6 +47,7 @@ def test_every_level_is_scored_on_the_masked_photos_pooled(masked_prints):
     assert [relative for relative, _ in result.skipped] == ["broken.png"]
     assert "not a readable image" in result.skipped[0][1]
     assert [score.sensitivity for score in result.levels] == [0.5, 0.9]
+    assert result.ran == ["verified"]
     # The pooled figures, recomputed here from the detector's masks photo by photo.
     for score in result.levels:
         found = {name: detect(image, "verified", score.sensitivity).mask
@@ -106,7 +107,7 @@ def test_the_command_prints_each_level_and_the_one_to_use(masked_prints):
     result = CliRunner().invoke(app, ["calibrate", str(masked_prints["images"]), "--masks",
                                       str(masked_prints["masks"]), "--levels", "0.5,0.7"])
     assert result.exit_code == 0, result.output
-    assert "auto on 2 masked photo(s)" in result.output
+    assert "auto (ran verified) on 2 masked photo(s)" in result.output  # toned prints
     assert "left out broken.png" in result.output
     picked = [line for line in result.output.splitlines() if line.endswith("<- best")]
     assert len(picked) == 1
