@@ -157,8 +157,11 @@ def candidate_features(pixels: np.ndarray, found: Candidates,
     spread = np.sqrt(np.maximum(np.bincount(label, small ** 2, count) / per_area - mean ** 2, 0))
     magnitude = np.bincount(label, np.abs(small), count) / per_area
     # Surroundings: the background's edges, texture, how crowded with candidates it is.
-    gradient = cv2.magnitude(cv2.Sobel(found.background, cv2.CV_32F, 1, 0, ksize=3),
-                             cv2.Sobel(found.background, cv2.CV_32F, 0, 1, ksize=3)) / 8
+    across = cv2.Sobel(found.background, cv2.CV_32F, 1, 0, ksize=3)
+    down = cv2.Sobel(found.background, cv2.CV_32F, 0, 1, ksize=3)
+    # numpy's square root, not cv2.magnitude: the latter's last bit depended on where a row
+    # fell in memory, so two trainings on the same photos drew different examples.
+    gradient = np.sqrt(across * across + down * down) / 8
     texture = cv2.blur(np.abs(found.small), (NEAR, NEAR))
     crowd = mask.astype(np.float32)
     near, far = cv2.blur(crowd, (NEAR, NEAR)), cv2.blur(crowd, (FAR, FAR))
