@@ -34,7 +34,8 @@ from detect import EVAL_PHOTOS, photo
 from detect_real import MASKS, check_same_photo, find_photo, read_mask
 from sklearn.metrics import roc_auc_score
 
-from pipeline.damage import add_print_damage, mask_scores
+from pipeline.calibrate import level_score, pixel_counts
+from pipeline.damage import add_print_damage
 from pipeline.detectors import verified
 
 OUT = Path(__file__).resolve().parent / "results" / "real-gap.md"
@@ -92,18 +93,13 @@ def trained(synthetic: tuple[np.ndarray, np.ndarray],
     return weights
 
 
-def found(pixels: np.ndarray, odds: np.ndarray, level: float) -> np.ndarray:
-    """What `verified.damage_mask` flags at log-odds `level`."""
-    mask = verified.footprint(odds > level)
-    return mask & ~verified.print_edge(mask, odds, pixels)
-
-
-def pooled(scores: list[tuple[dict, int, int]]) -> tuple[float, float, float]:
-    flagged = sum(count for _, count, _ in scores)
-    marked = sum(count for _, _, count in scores)
-    precision = sum(s["precision"] * count for s, count, _ in scores) / max(flagged, 1)
-    recall = sum(s["recall"] * count for s, _, count in scores) / max(marked, 1)
-    return precision, recall, 2 * precision * recall / max(precision + recall, 1e-9)
+def pooled(found: dict[str, np.ndarray], held: dict[str, tuple[np.ndarray, np.ndarray]],
+           level: float) -> tuple[float, float, float]:
+    """Precision, recall and F1 of the held-out prints' pixels together, as `inpaint
+    calibrate` pools them."""
+    counts = sum(pixel_counts(found[stem], true) for stem, (_, true) in held.items())
+    score = level_score(level, counts, sum(int(true.sum()) for _, true in held.values()))
+    return score.precision, score.recall, score.f1
 
 
 def transfer_row(label: str, weights: dict, held: dict[str, tuple[np.ndarray, np.ndarray]],
@@ -113,11 +109,11 @@ def transfer_row(label: str, weights: dict, held: dict[str, tuple[np.ndarray, np
     clean_odds = [verified.verified_odds(pixels, weights) for pixels in clean]
     rows = []
     for level in LEVELS:
-        scores = [(mask_scores(mask := found(pixels, real_odds[stem], level), true),
-                   int(mask.sum()), int(true.sum())) for stem, (pixels, true) in held.items()]
-        flagged = float(np.mean([found(pixels, odds, level).mean()
+        found = {stem: verified.flagged_at(pixels, real_odds[stem], level)
+                 for stem, (pixels, _) in held.items()}
+        flagged = float(np.mean([verified.flagged_at(pixels, odds, level).mean()
                                  for pixels, odds in zip(clean, clean_odds, strict=True)]))
-        rows.append((level, *pooled(scores), flagged))
+        rows.append((level, *pooled(found, held, level), flagged))
     best = max(rows, key=lambda row: row[3])
     capped = [row for row in rows if row[4] <= CLEAN_TARGET] or [rows[-1]]
     at_clean = min(capped, key=lambda row: row[0])

@@ -274,8 +274,13 @@ def damage_mask(image: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY) -> 
     """Candidates the shipped verifier takes for damage, less a tight scan's print edge;
     sensitivity moves its calibrated log-odds threshold as it moves the learned net's
     (`odds_factor`)."""
-    odds = verified_odds(image)
-    found = footprint(odds > threshold(sensitivity))
+    return flagged_at(image, verified_odds(image), threshold(sensitivity))
+
+
+def flagged_at(image: np.ndarray, odds: np.ndarray, log_odds: float) -> np.ndarray:
+    """What `damage_mask` flags where the verifier's `odds` exceed `log_odds`: the
+    candidates over it with their footprint, less a tight scan's print edge."""
+    found = footprint(odds > log_odds)
     return found & ~print_edge(found, odds, image)
 
 
