@@ -17,7 +17,13 @@ import numpy as np
 
 from pipeline import discover, imageio, storage
 from pipeline.damage import mask_scores
-from pipeline.detect import DEFAULT_DETECTOR, DEFAULT_SCALE, DetectorError, detect, detector_names
+from pipeline.detect import (
+    DEFAULT_DETECTOR,
+    DEFAULT_SCALE,
+    DetectorError,
+    detect_levels,
+    detector_names,
+)
 from pipeline.detectors.infrared import read_infrared
 from pipeline.masks import MaskError, decode_mask
 from pipeline.settings import DEFAULT_MAX_PIXELS
@@ -79,8 +85,9 @@ def calibrate(images: str, masks: str, detector: str = DEFAULT_DETECTOR,
             continue  # no hand mask: nothing to score it against
         try:
             pixels, infrared, true = read_pair(item, storage_options, max_pixels)
-            found = {level: detect(pixels, detector, level, infrared, scale=detect_scale,
-                                   margin=detect_margin) for level in levels}
+            found = dict(zip(levels, detect_levels(pixels, detector, levels, infrared,
+                                                   scale=detect_scale, margin=detect_margin),
+                             strict=True))
         except (imageio.ImageDecodeError, MaskError, DetectorError, OSError) as error:
             skipped.append((item.relative_path, str(error)))
             continue

@@ -13,6 +13,7 @@ runs it (on the photo shrunk, for high-dpi scans) and counts the defects it foun
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -75,34 +76,52 @@ def detect(image: np.ndarray, method: str = DEFAULT_DETECTOR,
     `margin` px at each edge are left out (a scan cropped tight to its print shows the
     print's edge and the scanner's lid there): detection runs on the rest.
     """
-    if not 0 <= sensitivity <= 1:
-        raise ValueError(f"sensitivity must be within [0, 1], got {sensitivity}")
+    return detect_levels(image, method, (sensitivity,), infrared, device, scale, margin)[0]
+
+
+def detect_levels(image: np.ndarray, method: str, sensitivities: Sequence[float],
+                  infrared: np.ndarray | None = None, device: str = "cpu",
+                  scale: float = DEFAULT_SCALE, margin: int = 0) -> list[Detection]:
+    """`detect` at each of `sensitivities`, in their order, the work the levels share done
+    once: `verified` and `combined` score their candidates once and compare the odds with
+    each level's threshold (`inpaint calibrate` tries six levels on each photo)."""
+    for sensitivity in sensitivities:
+        if not 0 <= sensitivity <= 1:
+            raise ValueError(f"sensitivity must be within [0, 1], got {sensitivity}")
     if not 0 < scale <= 1:
         raise ValueError(f"detection scale must be within (0, 1], got {scale}")
     if margin:
-        return detect_inside(image, method, sensitivity, infrared, device, scale, margin)
+        return detect_inside(image, method, sensitivities, infrared, device, scale, margin)
     if scale < 1:
-        return detect_shrunk(image, method, sensitivity, infrared, device, scale)
+        return detect_shrunk(image, method, sensitivities, infrared, device, scale)
     if method == "auto":
         method = auto_detector(image, infrared)
+    masks = detector_masks(image, method, sensitivities, infrared, device)
+    return [Detection(mask, method, count_defects(mask)) for mask in masks]
+
+
+def detector_masks(image: np.ndarray, method: str, sensitivities: Sequence[float],
+                   infrared: np.ndarray | None, device: str) -> list[np.ndarray]:
+    """The masks of detector `method` (not `auto`) at each of `sensitivities`."""
     if method == "combined":
-        mask = combined.damage_mask(image, sensitivity, device)
-    elif method == "verified":
-        mask = verified.damage_mask(image, sensitivity)
-    elif method == "learned":
-        mask = learned.damage_mask(float_image(image), sensitivity, device)
-    elif method == "infrared":
+        return combined.damage_masks(image, sensitivities, device)
+    if method == "verified":
+        return verified.damage_masks(image, sensitivities)
+    if method == "learned":
+        # Its cascade spends the passes by each level's threshold: nothing to share.
+        pixels = float_image(image)
+        return [learned.damage_mask(pixels, level, device) for level in sensitivities]
+    if method == "infrared":
         if infrared is None:
             raise DetectorError("--method infrared needs an IR channel (an RGBI TIFF)")
         if infrared.shape[:2] != image.shape[:2]:
             raise DetectorError(f"IR channel is {infrared.shape[:2]}, photo {image.shape[:2]}")
-        mask = infrared_detector.damage_mask(infrared, sensitivity)
-    elif method == "tophat":
-        mask = tophat.damage_mask(gray_float(image), sensitivity)
-    else:
-        raise DetectorError(f"unknown detector {method!r}; choose from "
-                            f"{', '.join(detector_names())}")
-    return Detection(mask, method, count_defects(mask))
+        return [infrared_detector.damage_mask(infrared, level) for level in sensitivities]
+    if method == "tophat":
+        gray = gray_float(image)
+        return [tophat.damage_mask(gray, level) for level in sensitivities]
+    raise DetectorError(f"unknown detector {method!r}; choose from "
+                        f"{', '.join(detector_names())}")
 
 
 def auto_detector(image: np.ndarray, infrared: np.ndarray | None) -> str:
@@ -112,38 +131,41 @@ def auto_detector(image: np.ndarray, infrared: np.ndarray | None) -> str:
     return AUTO_PRINT_DETECTOR if monochrome.looks_like_print(image) else AUTO_PHOTO_DETECTOR
 
 
-def detect_inside(image: np.ndarray, method: str, sensitivity: float,
+def detect_inside(image: np.ndarray, method: str, sensitivities: Sequence[float],
                   infrared: np.ndarray | None, device: str, scale: float,
-                  margin: int) -> Detection:
-    """Detect on the photo less `margin` px at each edge; the mask comes back at full size,
+                  margin: int) -> list[Detection]:
+    """Detect on the photo less `margin` px at each edge; the masks come back at full size,
     the margin unflagged."""
     height, width = image.shape[:2]
     if margin < 0 or 2 * margin >= min(height, width):
         raise DetectorError(f"a detection margin of {margin} px leaves nothing of a "
                             f"{width}x{height} photo")
     inside = (slice(margin, height - margin), slice(margin, width - margin))
-    found = detect(image[inside], method, sensitivity,
-                   None if infrared is None else infrared[inside], device, scale)
-    mask = np.zeros((height, width), bool)
-    mask[inside] = found.mask
-    return Detection(mask, found.detector, found.defects)
+    found = detect_levels(image[inside], method, sensitivities,
+                          None if infrared is None else infrared[inside], device, scale)
+    detections = []
+    for detection in found:
+        mask = np.zeros((height, width), bool)
+        mask[inside] = detection.mask
+        detections.append(Detection(mask, detection.detector, detection.defects))
+    return detections
 
 
-def detect_shrunk(image: np.ndarray, method: str, sensitivity: float,
-                  infrared: np.ndarray | None, device: str, scale: float) -> Detection:
-    """Detect on the photo (and IR channel) shrunk by `scale`, then grow the mask back:
+def detect_shrunk(image: np.ndarray, method: str, sensitivities: Sequence[float],
+                  infrared: np.ndarray | None, device: str, scale: float) -> list[Detection]:
+    """Detect on the photo (and IR channel) shrunk by `scale`, then grow the masks back:
     defects are counted at the scale they were found at."""
     height, width = image.shape[:2]
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     small_infrared = (None if infrared is None else
                       cv2.resize(infrared, size, interpolation=cv2.INTER_AREA))
-    found = detect(small, method, sensitivity, small_infrared, device)
+    found = detect_levels(small, method, sensitivities, small_infrared, device)
     # Any overlap with a flagged small pixel counts: the fill needs the defect's whole
     # footprint, and the shrink blurred its edge into the neighbours.
-    grown = cv2.resize(found.mask.astype(np.float32), (width, height),
-                       interpolation=cv2.INTER_LINEAR) > 0.25
-    return Detection(grown, found.detector, found.defects)
+    return [Detection(cv2.resize(detection.mask.astype(np.float32), (width, height),
+                                 interpolation=cv2.INTER_LINEAR) > 0.25,
+                      detection.detector, detection.defects) for detection in found]
 
 
 def weights_id(detector: str = "learned") -> str:

@@ -11,8 +11,14 @@ import pytest
 import tifffile
 import torch
 
-from pipeline.damage import DamageParams, add_damage, mask_scores, synthetic_infrared
-from pipeline.detect import DetectorError, count_defects, detect, detector_names
+from pipeline.damage import (
+    DamageParams,
+    add_damage,
+    add_print_damage,
+    mask_scores,
+    synthetic_infrared,
+)
+from pipeline.detect import DetectorError, count_defects, detect, detect_levels, detector_names
 from pipeline.detectors import learned
 from pipeline.detectors.infrared import read_infrared
 from pipeline.detectors.learned import (
@@ -109,6 +115,24 @@ def test_a_margin_leaves_a_tight_scans_edge_out_of_detection():
     assert "detect_margin" not in settings.output_params({})  # older runs keep their params
     assert settings.model_copy(update={"detect_margin": 8}).output_params({})[
         "detect_margin"] == 8
+
+
+@pytest.mark.parametrize(("method", "scale", "margin"),
+                         [("verified", 1.0, 0), ("verified", 0.5, 6), ("combined", 1.0, 0),
+                          ("tophat", 1.0, 4)])
+def test_several_levels_at_once_give_each_levels_own_detection(method, scale, margin):
+    # `inpaint calibrate` scores the verifier's candidates once for all its levels: each
+    # level's mask and defect counts must be what `detect` at that level alone gives.
+    photo = add_print_damage(small_photo("chelsea", 256), seed=4).image
+    levels = (0.9, 0.3, 0.6)
+    found = detect_levels(photo, method, levels, scale=scale, margin=margin)
+    assert len({int(detection.mask.sum()) for detection in found}) == 3  # the levels differ
+    for level, detection in zip(levels, found, strict=True):
+        alone = detect(photo, method, level, scale=scale, margin=margin)
+        assert np.array_equal(detection.mask, alone.mask), level
+        assert (detection.detector, detection.defects) == (alone.detector, alone.defects)
+    with pytest.raises(ValueError, match="sensitivity"):
+        detect_levels(photo, method, (0.5, 1.5))
 
 
 def test_the_naive_baseline_flags_far_more_of_a_clean_photo():

@@ -17,7 +17,7 @@ def photo_with(line_level: float, side_share: float = 1.0) -> tuple[np.ndarray, 
 def test_a_dark_line_along_most_of_a_side_is_the_prints_edge():
     mask, gray = photo_with(40.0)
     assert print_edge.edge_sides([mask], gray) == ["right"]
-    assert (print_edge.along_sides(mask, gray, ["right"]) == mask).all()
+    assert (print_edge.along_sides(mask, ["right"]) == mask).all()
 
 
 def test_a_light_strip_along_a_side_is_a_worn_edge_and_stays():
@@ -37,7 +37,7 @@ def test_the_lid_beyond_an_edge_goes_with_it_and_damage_inside_stays():
     gray[:, 158:] = 230
     mask[50:53, 60:90] = True  # a crack well inside the print
     gray[50:53, 60:90] = 220
-    edge = print_edge.along_sides(mask, gray, print_edge.edge_sides([mask], gray))
+    edge = print_edge.along_sides(mask, print_edge.edge_sides([mask], gray))
     assert edge[:, 150:].sum() == mask[:, 150:].sum()
     assert not edge[:, :150].any()
 
@@ -58,7 +58,7 @@ def test_a_side_counts_when_any_threshold_shows_its_edge_line():
     merged[60:63, 40:156] = True
     assert print_edge.edge_sides([merged], gray) == []
     assert print_edge.edge_sides([mask, merged], gray) == ["right"]
-    edge = print_edge.along_sides(merged, gray, ["right"])
+    edge = print_edge.along_sides(merged, ["right"])
     assert edge[:, 150:].sum() == merged[:, 150:].sum()  # the band is cleared all the same
     assert not edge[:, :140].any()  # the crack further in stays
 
@@ -79,7 +79,7 @@ def test_a_crease_running_in_from_the_edge_line_stays_beyond_the_band():
     mask, gray = photo_with(40.0)
     mask[40:43, 120:156] = True
     gray[40:43, 120:156] = 60
-    edge = print_edge.along_sides(mask, gray, ["right"])
+    edge = print_edge.along_sides(mask, ["right"])
     assert edge[:, 150:].sum() == mask[:, 150:].sum()
     assert not edge[:, :150].any()
     assert mask[:, :150].sum() == 90
@@ -90,5 +90,5 @@ def test_a_wavering_edge_line_goes_whole_where_it_strays_past_the_band():
     mask, gray = photo_with(40.0)
     mask[50:70, 142:156] = True
     gray[50:70, 142:156] = 40
-    edge = print_edge.along_sides(mask, gray, ["right"])
+    edge = print_edge.along_sides(mask, ["right"])
     assert (edge == mask).all()

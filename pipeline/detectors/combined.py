@@ -13,6 +13,7 @@ prints with their damage, mounts, frame lines and lettering as picture), scored 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -91,13 +92,22 @@ def damage_mask(image: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY,
     """Candidates whose summed log-odds pass the verifier's threshold at `sensitivity`, grown
     to their footprint as `verified` grows its own, less a tight scan's print edge (judged, as
     `verified` judges it, on the verifier's odds alone: the side is the photo's)."""
+    return damage_masks(image, (sensitivity,), device)[0]
+
+
+def damage_masks(image: np.ndarray, sensitivities: Sequence[float],
+                 device: str = "cpu") -> list[np.ndarray]:
+    """`damage_mask` at each of `sensitivities`, the verifier's and the net's odds computed
+    once."""
     verifier_odds = verified.verified_odds(image)
-    return mask_of(image, verifier_odds, combined_odds(image, verifier_odds, device),
-                   sensitivity)
+    joint = combined_odds(image, verifier_odds, device)
+    sides = verified.print_edge_sides(verifier_odds, image)
+    return [mask_of(image, verifier_odds, joint, level, sides) for level in sensitivities]
 
 
 def mask_of(image: np.ndarray, verifier_odds: np.ndarray, joint: np.ndarray,
-            sensitivity: float) -> np.ndarray:
-    """The mask of summed log-odds `joint` at `sensitivity` (`damage_mask`'s last steps)."""
+            sensitivity: float, sides: list[str] | None = None) -> np.ndarray:
+    """The mask of summed log-odds `joint` at `sensitivity` (`damage_mask`'s last steps),
+    less the print edge along `sides` (judged on `verifier_odds` unless given)."""
     found = verified.footprint(joint > verified.threshold(sensitivity))
-    return found & ~verified.print_edge(found, verifier_odds, image)
+    return found & ~verified.print_edge(found, verifier_odds, image, sides)

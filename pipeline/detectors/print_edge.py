@@ -46,7 +46,7 @@ def edge_sides(masks: list[np.ndarray], gray: np.ndarray) -> list[str]:
     return [side for side in SIDES if max(cover[side] for cover in covers) >= COVER]
 
 
-def along_sides(mask: np.ndarray, gray: np.ndarray, sides: list[str]) -> np.ndarray:
+def along_sides(mask: np.ndarray, sides: list[str]) -> np.ndarray:
     """The pixels of `mask` along `sides` (HxW bool): those within BAND px of one, dark or
     light (beyond a print's edge line lies the scanner's lid), and what is left of a defect
     cut there that reaches no further than SLIVER px in from that side (a wavering edge line).
@@ -76,11 +76,6 @@ def along_sides(mask: np.ndarray, gray: np.ndarray, sides: list[str]) -> np.ndar
         sliver |= (nearest == BAND) & (deepest < SLIVER)
     sliver[0] = False  # the label of everything unflagged
     return (edge & mask) | (rest & sliver[labels])
-
-
-def edge_pixels(mask: np.ndarray, gray: np.ndarray, judged: list[np.ndarray]) -> np.ndarray:
-    """The pixels of `mask` that are a print's edge, the sides judged on `judged`."""
-    return along_sides(mask, gray, edge_sides(judged, gray))
 
 
 def may_show_edge(mask: np.ndarray, spread: int = 0) -> bool:

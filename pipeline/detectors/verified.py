@@ -12,6 +12,7 @@ Its weights (a 2-layer perceptron, a few thousand numbers) are in `pipeline/asse
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import cv2
@@ -274,14 +275,25 @@ def damage_mask(image: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY) -> 
     """Candidates the shipped verifier takes for damage, less a tight scan's print edge;
     sensitivity moves its calibrated log-odds threshold as it moves the learned net's
     (`odds_factor`)."""
-    return flagged_at(image, verified_odds(image), threshold(sensitivity))
+    return damage_masks(image, (sensitivity,))[0]
 
 
-def flagged_at(image: np.ndarray, odds: np.ndarray, log_odds: float) -> np.ndarray:
+def damage_masks(image: np.ndarray, sensitivities: Sequence[float]) -> list[np.ndarray]:
+    """`damage_mask` at each of `sensitivities`, the verifier's odds and the print edge's
+    sides found once: the features and the perceptron are nearly all of the cost, a level's
+    threshold is a comparison."""
+    odds = verified_odds(image)
+    sides = print_edge_sides(odds, image)
+    return [flagged_at(image, odds, threshold(level), sides) for level in sensitivities]
+
+
+def flagged_at(image: np.ndarray, odds: np.ndarray, log_odds: float,
+               sides: list[str] | None = None) -> np.ndarray:
     """What `damage_mask` flags where the verifier's `odds` exceed `log_odds`: the
-    candidates over it with their footprint, less a tight scan's print edge."""
+    candidates over it with their footprint, less a tight scan's print edge (along `sides`,
+    `print_edge_sides` unless given)."""
     found = footprint(odds > log_odds)
-    return found & ~print_edge(found, odds, image)
+    return found & ~print_edge(found, odds, image, sides)
 
 
 def threshold(sensitivity: float) -> float:
@@ -289,15 +301,25 @@ def threshold(sensitivity: float) -> float:
     return float(load_verifier()["threshold"]) + np.log(odds_factor(sensitivity))
 
 
-def print_edge(found: np.ndarray, odds: np.ndarray, image: np.ndarray) -> np.ndarray:
-    """What of `found` is a tight scan's print edge (`pipeline.detectors.print_edge`).
-    Which sides show one is judged on the masks at EDGE_SENSITIVITIES, so that the answer
-    is the photo's, whatever sensitivity was asked for."""
+def print_edge(found: np.ndarray, odds: np.ndarray, image: np.ndarray,
+               sides: list[str] | None = None) -> np.ndarray:
+    """What of `found` is a tight scan's print edge (`pipeline.detectors.print_edge`), along
+    `sides` (`print_edge_sides` of `odds` unless given)."""
+    sides = print_edge_sides(odds, image) if sides is None else sides
+    if not sides:
+        return np.zeros_like(found)
+    return edges.along_sides(found, sides)
+
+
+def print_edge_sides(odds: np.ndarray, image: np.ndarray) -> list[str]:
+    """The sides of the photo that show a tight scan's print edge, judged on the masks at
+    EDGE_SENSITIVITIES, so that the answer is the photo's, whatever sensitivity was asked
+    for."""
     keenest = odds > threshold(max(EDGE_SENSITIVITIES))
     if not edges.may_show_edge(keenest, FOOTPRINT_GROWTH):
-        return np.zeros_like(found)
+        return []
     judged = [footprint(odds > threshold(level)) for level in EDGE_SENSITIVITIES]
-    return edges.edge_pixels(found, luminance(levels(image)), judged)
+    return edges.edge_sides(judged, luminance(levels(image)))
 
 
 def footprint(found: np.ndarray) -> np.ndarray:
