@@ -65,10 +65,12 @@ def figure(pixels: np.ndarray, masks: list[np.ndarray], path: Path) -> None:
     write_uri(str(path), cv2.imencode(".png", cv2.cvtColor(row, cv2.COLOR_RGB2BGR))[1].tobytes())
 
 
-def sweep_row(name: str, pixels: np.ndarray, sensitivities: list[float]) -> tuple:
-    """What `auto` runs on the photo and the share it flags at each sensitivity, sorting
-    the photos it gives `verified` (the prints) first."""
-    flagged = [detect(pixels, "auto", level) for level in sensitivities]
+def sweep_row(name: str, pixels: np.ndarray, sensitivities: list[float],
+              edge_wear: bool = False) -> tuple:
+    """What `auto` runs on the photo and the share it flags at each sensitivity (with
+    `edge_wear`, `--detect-edge-wear`), sorting the photos it gives `verified` (the prints)
+    first."""
+    flagged = [detect(pixels, "auto", level, edge_wear=edge_wear) for level in sensitivities]
     return (flagged[0].detector != "verified", name, flagged[0].detector,
             [found.mask.mean() for found in flagged])
 
@@ -92,8 +94,12 @@ def main() -> None:
                         "results file (repositories and commits).")
     parser.add_argument("--figures", type=Path, default=FIGURES)
     add_sweep_option(parser, "the share auto flags")
+    parser.add_argument("--detect-edge-wear", action="store_true",
+                        help="The sweep's `auto` with `--detect-edge-wear`.")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    if args.detect_edge_wear and not args.sweep:
+        parser.error("--detect-edge-wear is for the sweep: give --sweep S ...")
     figures = outside_repo(args.figures)
     paths = sorted(p for p in args.photos.iterdir() if p.is_file())
     if not paths:
@@ -111,7 +117,9 @@ def main() -> None:
              "for damage on these. concentration and chroma: what `auto` decides on "
              "(`pipeline/detectors/monochrome.py`). s/MP: CPU seconds per megapixel, one "
              f"thread. Sensitivity {args.sensitivity}. Command: `python "
-             f"benchmarks/detect_clean_real.py --photos DIR{sweep_option(args.sweep)}`.", "",
+             f"benchmarks/detect_clean_real.py --photos DIR{sweep_option(args.sweep)}"
+             f"{' --detect-edge-wear' if args.detect_edge_wear else ''}`"
+             f"{' (the sweep with it)' if args.detect_edge_wear else ''}.", "",
              "| photo | size | concentration | chroma99 | auto runs | "
              + " | ".join(f"{d} flagged | {d} s/MP" for d in DETECTORS) + " |",
              "|---|---|---|---|---|" + "---|---|" * len(DETECTORS)]
@@ -133,7 +141,7 @@ def main() -> None:
         print(lines[-1], flush=True)
         figure(pixels, masks, figures / f"{path.stem}.png")
         if args.sweep:
-            swept.append(sweep_row(path.name, pixels, args.sweep))
+            swept.append(sweep_row(path.name, pixels, args.sweep, args.detect_edge_wear))
     if args.sweep:
         lines += [""] + sweep_table(swept, args.sweep)
     write_uri(str(args.out), ("\n".join(lines) + "\n").encode())

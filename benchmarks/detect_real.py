@@ -106,9 +106,9 @@ def figure(pixels: np.ndarray, found: np.ndarray, true: np.ndarray, restored: np
 
 
 def measure(pixels: np.ndarray, true: np.ndarray, detector: str, sensitivity: float,
-            scale: float) -> tuple[dict[str, float], np.ndarray]:
+            scale: float, edge_wear: bool = False) -> tuple[dict[str, float], np.ndarray]:
     started = time.process_time()
-    found = detect(pixels, detector, sensitivity, scale=scale).mask
+    found = detect(pixels, detector, sensitivity, scale=scale, edge_wear=edge_wear).mask
     seconds = time.process_time() - started
     scores = mask_scores(found, true, TOLERANCE)
     return scores | {"flagged": float(found.mean()), "marked": float(true.mean()),
@@ -162,9 +162,10 @@ def sweep_detectors_option(detectors: list[str]) -> str:
 
 
 def sweep_columns(photos: dict[str, tuple[np.ndarray, np.ndarray]], sensitivities: list[float],
-                  scale: float, detector: str) -> dict[float, list[dict[str, float]]]:
+                  scale: float, detector: str,
+                  edge_wear: bool = False) -> dict[float, list[dict[str, float]]]:
     """`detector`'s scores on each photo, one list per sensitivity."""
-    return {level: [measure(pixels, true, detector, level, scale)[0]
+    return {level: [measure(pixels, true, detector, level, scale, edge_wear)[0]
                     for pixels, true in photos.values()] for level in sensitivities}
 
 
@@ -241,8 +242,11 @@ def main() -> None:
     add_sweep_option(parser, "each --sweep-detectors' precision / recall")
     parser.add_argument("--sweep-detectors", nargs="+", default=[DEFAULT_DETECTOR],
                         choices=detector_names(), help="Detectors to sweep (default: auto).")
+    parser.add_argument("--detect-edge-wear", action="store_true",
+                        help="Flag fainter damage near the frame (`--detect-edge-wear`).")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
+    wear = " --detect-edge-wear" if args.detect_edge_wear else ""
     if args.sweep_detectors != [DEFAULT_DETECTOR] and not args.sweep:
         parser.error("--sweep-detectors needs --sweep S ...")
     figures = outside_repo(args.figures)
@@ -257,7 +261,7 @@ def main() -> None:
              "`benchmarks/real/masks` (see benchmarks/real/README.md). Detectors: "
              f"{', '.join(f'`{name}`' for name in args.detectors)} (auto: what `--masks auto` "
              "runs, picked per photo, as below), `--detect-scale "
-             f"{args.detect_scale}`. "
+             f"{args.detect_scale}`{wear and ', `--detect-edge-wear`'}. "
              f"Pixel scores with a {TOLERANCE}-px tolerance; pooled: all photos' pixels "
              "together. flagged: share of the photo the detector marks; marked: share the "
              "annotation marks. s/MP: detection only, CPU seconds of the process with torch and "
@@ -267,7 +271,8 @@ def main() -> None:
              f"--sensitivity {' '.join(map(str, args.sensitivity))}"
              f"{'' if args.detect_scale == 1 else f' --detect-scale {args.detect_scale}'}"
              f"{sweep_option(args.sweep)}"
-             f"{sweep_detectors_option(args.sweep_detectors) if args.sweep else ''}`.", ""]
+             f"{sweep_detectors_option(args.sweep_detectors) if args.sweep else ''}{wear}`.",
+             ""]
     photos = {}
     for stem in stems:
         path = find_photo(args.photos, stem)
@@ -280,13 +285,15 @@ def main() -> None:
     lines += [f"What `auto` runs on each photo: {picks}.", ""]
     for detector, sensitivity in itertools.product(args.detectors, args.sensitivity):
         # Load the net before the clock starts: s/MP is the per-photo cost, not start-up.
-        detect(next(iter(photos.values()))[0], detector, sensitivity, scale=args.detect_scale)
+        detect(next(iter(photos.values()))[0], detector, sensitivity, scale=args.detect_scale,
+               edge_wear=args.detect_edge_wear)
         rows = []
         lines += [f"## {detector}, sensitivity {sensitivity}", "",
                   "| photo | precision | recall | f1 | flagged | marked | s/MP |",
                   "|---|---|---|---|---|---|---|"]
         for stem, (pixels, true) in photos.items():
-            row, found = measure(pixels, true, detector, sensitivity, args.detect_scale)
+            row, found = measure(pixels, true, detector, sensitivity, args.detect_scale,
+                                 args.detect_edge_wear)
             rows.append(row)
             lines.append(table_row(stem, row))
             print(detector, table_row(stem, row), flush=True)
@@ -297,7 +304,8 @@ def main() -> None:
         lines += [table_row("**pooled**", pooled(rows)), ""]
     lines.append(f"Restored panels of the figures: `{FILL}` with the found mask.")
     for detector in args.sweep_detectors if args.sweep else []:
-        columns = sweep_columns(photos, args.sweep, args.detect_scale, detector)
+        columns = sweep_columns(photos, args.sweep, args.detect_scale, detector,
+                                args.detect_edge_wear)
         lines += [""] + sweep_table(stems, columns, detector)
         lines += [""] + split_half_table(stems, columns, detector)
     write_uri(str(args.out), ("\n".join(lines) + "\n").encode())

@@ -51,7 +51,7 @@ def find_damage(photo: imageio.Photo, image_bytes: bytes, settings: RunSettings,
         # The photo was shown upright from EXIF orientation; RGBI scans carry none.
         raise imageio.ImageDecodeError("IR channel and photo differ in size or orientation")
     return detect(photo.pixels, settings.detector, settings.sensitivity, infrared, device,
-                  settings.detect_scale, settings.detect_margin)
+                  settings.detect_scale, settings.detect_margin, settings.detect_edge_wear)
 
 
 def detection_facts(detection: Detection) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from pipeline.damage import mask_scores
 from pipeline.detect import (
     DEFAULT_DETECTOR,
     DEFAULT_SCALE,
+    EDGE_WEAR_DETECTORS,
     DetectorError,
     detect_levels,
     detector_names,
@@ -66,6 +67,7 @@ class Calibration:
 def calibrate(images: str, masks: str, detector: str = DEFAULT_DETECTOR,
               levels: Sequence[float] = LEVELS, detect_scale: float = DEFAULT_SCALE,
               detect_margin: int = 0, storage_options: dict | None = None,
+              edge_wear: bool = False,
               max_pixels: int = DEFAULT_MAX_PIXELS) -> Calibration:
     """Score `detector` at each of `levels` on the photos of IMAGES that have a hand mask in
     MASKS (same relative path, any image extension; white = damage); photos without one are
@@ -76,6 +78,9 @@ def calibrate(images: str, masks: str, detector: str = DEFAULT_DETECTOR,
     if detector not in detector_names():
         raise discover.UsageError(f"unknown detector {detector!r}; choose from "
                                   f"{', '.join(detector_names())}")
+    if edge_wear and detector not in EDGE_WEAR_DETECTORS:
+        raise discover.UsageError(f"--detect-edge-wear works with the detectors "
+                                  f"{', '.join(EDGE_WEAR_DETECTORS)}, not {detector}")
     if not 0 < detect_scale <= 1:
         raise discover.UsageError(f"--detect-scale must be within (0, 1], got {detect_scale}")
     totals = {level: np.zeros(4, np.int64) for level in levels}  # right, found, hit, pixels
@@ -86,7 +91,8 @@ def calibrate(images: str, masks: str, detector: str = DEFAULT_DETECTOR,
         try:
             pixels, infrared, true = read_pair(item, storage_options, max_pixels)
             found = dict(zip(levels, detect_levels(pixels, detector, levels, infrared,
-                                                   scale=detect_scale, margin=detect_margin),
+                                                   scale=detect_scale, margin=detect_margin,
+                                                   edge_wear=edge_wear),
                              strict=True))
         except (imageio.ImageDecodeError, MaskError, DetectorError, OSError) as error:
             skipped.append((item.relative_path, str(error)))

@@ -190,6 +190,8 @@ def run_command(
     detect_margin: Annotated[int, typer.Option(help="With --masks auto: leave the outer N px "
                                                     "of each photo out of detection (scans "
                                                     "cropped tight to the print).")] = 0,
+    detect_edge_wear: Annotated[bool, typer.Option(help="With --masks auto: as for `inpaint "
+                                                 "detect`.")] = False,
     input_format: Annotated[str, typer.Option(help="auto|files|parquet|webdataset (auto: a "
                                                    "path ending .parquet is Parquet, .tar "
                                                    "WebDataset).")] = "auto",
@@ -220,7 +222,9 @@ def run_command(
         seed=seed, weights=weights, max_pixels=max_pixels, manifest=manifest,
         storage_options=parse_storage_options(storage_options), limit=limit, report=report,
         run_id=run_id, hand_masks=hand_masks, detector=detector, sensitivity=sensitivity,
-        detect_scale=detect_scale, detect_margin=detect_margin, input_format=input_format,
+        detect_scale=detect_scale, detect_margin=detect_margin,
+        detect_edge_wear=detect_edge_wear,
+        input_format=input_format,
         image_column=image_column,
         mask_column=mask_column, key_column=key_column,
     )
@@ -282,6 +286,11 @@ def detect_command(
                                                     "of detection: a scan cropped tight to its "
                                                     "print shows the print's edge and the "
                                                     "scanner's lid there.")] = 0,
+    detect_edge_wear: Annotated[bool, typer.Option(help="verified and combined (auto on prints) "
+                                                 "flag fainter damage within 5% of the "
+                                                 "frame, where prints wear: more of a worn "
+                                                 "print's damage, and some picture at the "
+                                                 "frame (README).")] = False,
     workers: Annotated[int, typer.Option(help="Ray actors.")] = 1,
     batch_size: Annotated[int, typer.Option(help="Items per Ray task.")] = 4,
     address: Annotated[str | None, typer.Option(help="Ray cluster address.")] = None,
@@ -301,7 +310,9 @@ def detect_command(
 
     settings = build_settings(
         images=images, out=out, task="detect", detector=method, sensitivity=sensitivity,
-        detect_scale=detect_scale, detect_margin=detect_margin, method="telea",
+        detect_scale=detect_scale, detect_margin=detect_margin,
+        detect_edge_wear=detect_edge_wear,
+        method="telea",
         workers=workers, batch_size=batch_size,
         address=address, force=force, manifest=manifest,
         storage_options=parse_storage_options(storage_options), limit=limit, report=False,
@@ -330,6 +341,7 @@ def calibrate_command(
         "0.5,0.6,0.7,0.8,0.9,1.0",
     detect_scale: Annotated[float, typer.Option(help="As for `inpaint detect`.")] = 1.0,
     detect_margin: Annotated[int, typer.Option(help="As for `inpaint detect`.")] = 0,
+    detect_edge_wear: Annotated[bool, typer.Option(help="As for `inpaint detect`.")] = False,
     storage_options: Annotated[str | None, typer.Option(help="JSON passed to fsspec.")] =
         None,
 ) -> None:
@@ -346,7 +358,8 @@ def calibrate_command(
         fail_usage(f"--levels expects numbers separated by commas, got {levels!r}")
     try:
         result = calibrate.calibrate(images, masks, method, tried, detect_scale, detect_margin,
-                                     parse_storage_options(storage_options))
+                                     parse_storage_options(storage_options),
+                                     detect_edge_wear)
     except UsageError as error:
         fail_usage(str(error))
     print_calibration(result)

@@ -34,6 +34,8 @@ DEFAULT_DETECTOR = "auto"
 # scored, whose picture clause it fails: a cup's highlights on a sepia print, which `verified`
 # leaves (0.12% flagged), it takes for damage (0.51%; tests/test_combined.py).
 AUTO_PRINT_DETECTOR = "verified"
+# The detectors `--detect-edge-wear` changes (`verified.EDGE_ZONE`); `auto` with it changes prints.
+EDGE_WEAR_DETECTORS = ("auto", "combined", "verified")
 AUTO_PHOTO_DETECTOR = "learned"
 # The learned detector knows damage at the size a 300-600 dpi scan of a print shows it (specks
 # 1-4 px, scratches 1-3 px wide). Scans at higher dpi show it larger: detect at 0.5 for twice
@@ -65,7 +67,8 @@ def detector_names() -> list[str]:
 def detect(image: np.ndarray, method: str = DEFAULT_DETECTOR,
            sensitivity: float = DEFAULT_SENSITIVITY,
            infrared: np.ndarray | None = None, device: str = "cpu",
-           scale: float = DEFAULT_SCALE, margin: int = 0) -> Detection:
+           scale: float = DEFAULT_SCALE, margin: int = 0,
+           edge_wear: bool = False) -> Detection:
     """Find damage in an HxW or HxWxC uint8/uint16 photo (channel 4, if any, is ignored).
 
     `sensitivity` in [0, 1]: higher finds fainter damage and flags more; 0.5 is the
@@ -74,14 +77,19 @@ def detect(image: np.ndarray, method: str = DEFAULT_DETECTOR,
     (0, 1] detects on the photo shrunk by that factor, for scans whose damage is larger than
     the detector knows (see DEFAULT_SCALE); the mask comes back at the photo's size.
     `margin` px at each edge are left out (a scan cropped tight to its print shows the
-    print's edge and the scanner's lid there): detection runs on the rest.
+    print's edge and the scanner's lid there): detection runs on the rest. `edge_wear` has
+    `verified` and `combined` flag fainter damage near the frame, where prints wear
+    (`verified.EDGE_ZONE`); it is refused for the other detectors, and does nothing where
+    `auto` picks one of them.
     """
-    return detect_levels(image, method, (sensitivity,), infrared, device, scale, margin)[0]
+    return detect_levels(image, method, (sensitivity,), infrared, device, scale, margin,
+                         edge_wear)[0]
 
 
 def detect_levels(image: np.ndarray, method: str, sensitivities: Sequence[float],
                   infrared: np.ndarray | None = None, device: str = "cpu",
-                  scale: float = DEFAULT_SCALE, margin: int = 0) -> list[Detection]:
+                  scale: float = DEFAULT_SCALE, margin: int = 0,
+                  edge_wear: bool = False) -> list[Detection]:
     """`detect` at each of `sensitivities`, in their order, the work the levels share done
     once: `verified` and `combined` score their candidates once and compare the odds with
     each level's threshold (`inpaint calibrate` tries six levels on each photo)."""
@@ -90,23 +98,29 @@ def detect_levels(image: np.ndarray, method: str, sensitivities: Sequence[float]
             raise ValueError(f"sensitivity must be within [0, 1], got {sensitivity}")
     if not 0 < scale <= 1:
         raise ValueError(f"detection scale must be within (0, 1], got {scale}")
+    if edge_wear and method not in EDGE_WEAR_DETECTORS:
+        raise DetectorError(f"--detect-edge-wear works with {', '.join(EDGE_WEAR_DETECTORS)}, "
+                            f"not {method}")
     if margin:
-        return detect_inside(image, method, sensitivities, infrared, device, scale, margin)
+        return detect_inside(image, method, sensitivities, infrared, device, scale, margin,
+                             edge_wear)
     if scale < 1:
-        return detect_shrunk(image, method, sensitivities, infrared, device, scale)
+        return detect_shrunk(image, method, sensitivities, infrared, device, scale, edge_wear)
     if method == "auto":
         method = auto_detector(image, infrared)
-    masks = detector_masks(image, method, sensitivities, infrared, device)
+    masks = detector_masks(image, method, sensitivities, infrared, device, edge_wear)
     return [Detection(mask, method, count_defects(mask)) for mask in masks]
 
 
 def detector_masks(image: np.ndarray, method: str, sensitivities: Sequence[float],
-                   infrared: np.ndarray | None, device: str) -> list[np.ndarray]:
-    """The masks of detector `method` (not `auto`) at each of `sensitivities`."""
+                   infrared: np.ndarray | None, device: str,
+                   edge_wear: bool = False) -> list[np.ndarray]:
+    """The masks of detector `method` (not `auto`) at each of `sensitivities`; `edge_wear`
+    counts for `verified` and `combined` only (`auto` may have picked another)."""
     if method == "combined":
-        return combined.damage_masks(image, sensitivities, device)
+        return combined.damage_masks(image, sensitivities, device, edge_wear)
     if method == "verified":
-        return verified.damage_masks(image, sensitivities)
+        return verified.damage_masks(image, sensitivities, edge_wear)
     if method == "learned":
         # Its cascade spends the passes by each level's threshold: nothing to share.
         pixels = float_image(image)
@@ -133,7 +147,7 @@ def auto_detector(image: np.ndarray, infrared: np.ndarray | None) -> str:
 
 def detect_inside(image: np.ndarray, method: str, sensitivities: Sequence[float],
                   infrared: np.ndarray | None, device: str, scale: float,
-                  margin: int) -> list[Detection]:
+                  margin: int, edge_wear: bool = False) -> list[Detection]:
     """Detect on the photo less `margin` px at each edge; the masks come back at full size,
     the margin unflagged."""
     height, width = image.shape[:2]
@@ -142,7 +156,8 @@ def detect_inside(image: np.ndarray, method: str, sensitivities: Sequence[float]
                             f"{width}x{height} photo")
     inside = (slice(margin, height - margin), slice(margin, width - margin))
     found = detect_levels(image[inside], method, sensitivities,
-                          None if infrared is None else infrared[inside], device, scale)
+                          None if infrared is None else infrared[inside], device, scale,
+                          edge_wear=edge_wear)
     detections = []
     for detection in found:
         mask = np.zeros((height, width), bool)
@@ -152,7 +167,8 @@ def detect_inside(image: np.ndarray, method: str, sensitivities: Sequence[float]
 
 
 def detect_shrunk(image: np.ndarray, method: str, sensitivities: Sequence[float],
-                  infrared: np.ndarray | None, device: str, scale: float) -> list[Detection]:
+                  infrared: np.ndarray | None, device: str, scale: float,
+                  edge_wear: bool = False) -> list[Detection]:
     """Detect on the photo (and IR channel) shrunk by `scale`, then grow the masks back:
     defects are counted at the scale they were found at."""
     height, width = image.shape[:2]
@@ -160,7 +176,8 @@ def detect_shrunk(image: np.ndarray, method: str, sensitivities: Sequence[float]
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     small_infrared = (None if infrared is None else
                       cv2.resize(infrared, size, interpolation=cv2.INTER_AREA))
-    found = detect_levels(small, method, sensitivities, small_infrared, device)
+    found = detect_levels(small, method, sensitivities, small_infrared, device,
+                          edge_wear=edge_wear)
     # Any overlap with a flagged small pixel counts: the fill needs the defect's whole
     # footprint, and the shrink blurred its edge into the neighbours.
     return [Detection(cv2.resize(detection.mask.astype(np.float32), (width, height),

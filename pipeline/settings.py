@@ -57,6 +57,10 @@ class RunSettings(BaseModel):
         default=0, ge=0,
         description="Leave the outer N px of each photo out of detection: a scan cropped "
                     "tight to its print shows the print's edge and the scanner's lid there.")
+    detect_edge_wear: bool = Field(
+        default=False,
+        description="verified and combined (auto on prints) flag fainter damage near the "
+                    "frame, where prints wear (pipeline.detectors.verified.EDGE_ZONE).")
     manifest: str | None = Field(default=None, description="Manifest folder (OUT/_manifest).")
     method: str = DEFAULT_METHOD
     method_params: dict[str, Any] = Field(default_factory=dict)
@@ -114,6 +118,16 @@ class RunSettings(BaseModel):
         return values
 
     @model_validator(mode="after")
+    def _edge_wear_needs_the_verifier(self) -> RunSettings:
+        # The other detectors have no verifier odds to lower: said, not silently ignored.
+        from pipeline.detect import EDGE_WEAR_DETECTORS
+
+        if self.detect_edge_wear and self.detector not in EDGE_WEAR_DETECTORS:
+            raise ValueError(f"--detect-edge-wear works with the detectors "
+                             f"{', '.join(EDGE_WEAR_DETECTORS)}, not {self.detector}")
+        return self
+
+    @model_validator(mode="after")
     def _columns_need_a_dataset(self) -> RunSettings:
         # Loose files have no columns: a column given for them would be silently ignored.
         from pipeline import datasets
@@ -134,6 +148,10 @@ class RunSettings(BaseModel):
                      "detect_scale": self.detect_scale}
         if self.detect_margin:  # only when set: runs from before it keep their params
             detection["detect_margin"] = self.detect_margin
+        if self.detect_edge_wear:  # likewise
+            from pipeline.detectors.verified import edge_wear_id
+
+            detection["detect_edge_wear"] = edge_wear_id()
         detecting = self.task == "detect" or self.masks == "auto"
         if detecting and self.detector in ("auto", "combined", "verified", "learned"):
             # Retrained weights find other damage: resume must redo what the old ones found.

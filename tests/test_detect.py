@@ -135,6 +135,19 @@ def test_several_levels_at_once_give_each_levels_own_detection(method, scale, ma
         detect_levels(photo, method, (0.5, 1.5))
 
 
+def test_edge_wear_is_refused_where_no_verifier_judges_and_recorded_when_set():
+    photo = small_photo("coffee", 160)
+    with pytest.raises(DetectorError, match="edge-wear works with auto, combined, verified"):
+        detect(photo, "learned", edge_wear=True)
+    with pytest.raises(ValueError, match="--detect-edge-wear works with"):
+        RunSettings(images="in", out="out", task="detect", detector="tophat",
+                    detect_edge_wear=True)
+    settings = RunSettings(images="in", out="out", task="detect")
+    assert "detect_edge_wear" not in settings.output_params({})  # older runs keep their params
+    keen = settings.model_copy(update={"detect_edge_wear": True}).output_params({})
+    assert keen["detect_edge_wear"].startswith("zone 0.05")
+
+
 def test_the_naive_baseline_flags_far_more_of_a_clean_photo():
     photo = small_photo("chelsea", 384)
     assert detect(photo, "tophat").damage_fraction > 5 * max(detect(photo).damage_fraction,

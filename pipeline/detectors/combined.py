@@ -88,26 +88,31 @@ def summed_odds(verifier_odds: np.ndarray, net_odds: np.ndarray,
 
 
 def damage_mask(image: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY,
-                device: str = "cpu") -> np.ndarray:
+                device: str = "cpu", edge_wear: bool = False) -> np.ndarray:
     """Candidates whose summed log-odds pass the verifier's threshold at `sensitivity`, grown
     to their footprint as `verified` grows its own, less a tight scan's print edge (judged, as
     `verified` judges it, on the verifier's odds alone: the side is the photo's)."""
-    return damage_masks(image, (sensitivity,), device)[0]
+    return damage_masks(image, (sensitivity,), device, edge_wear)[0]
 
 
 def damage_masks(image: np.ndarray, sensitivities: Sequence[float],
-                 device: str = "cpu") -> list[np.ndarray]:
+                 device: str = "cpu", edge_wear: bool = False) -> list[np.ndarray]:
     """`damage_mask` at each of `sensitivities`, the verifier's and the net's odds computed
     once."""
     verifier_odds = verified.verified_odds(image)
     joint = combined_odds(image, verifier_odds, device)
     sides = verified.print_edge_sides(verifier_odds, image)
-    return [mask_of(image, verifier_odds, joint, level, sides) for level in sensitivities]
+    return [mask_of(image, verifier_odds, joint, level, sides, edge_wear)
+            for level in sensitivities]
 
 
 def mask_of(image: np.ndarray, verifier_odds: np.ndarray, joint: np.ndarray,
-            sensitivity: float, sides: list[str] | None = None) -> np.ndarray:
-    """The mask of summed log-odds `joint` at `sensitivity` (`damage_mask`'s last steps),
-    less the print edge along `sides` (judged on `verifier_odds` unless given)."""
-    found = verified.footprint(joint > verified.threshold(sensitivity))
+            sensitivity: float, sides: list[str] | None = None,
+            edge_wear: bool = False) -> np.ndarray:
+    """The mask of summed log-odds `joint` at `sensitivity` (`damage_mask`'s last steps; with
+    `edge_wear` the lower threshold near the frame), less the print edge along `sides`
+    (judged on `verifier_odds` unless given)."""
+    log_odds = verified.threshold(sensitivity)
+    found = verified.footprint(verified.over_threshold(joint, log_odds) if edge_wear
+                               else joint > log_odds)
     return found & ~verified.print_edge(found, verifier_odds, image, sides)
