@@ -108,6 +108,14 @@ def test_real_detection_benchmark_runs_on_a_synthetic_photo(tmp_path):
     assert r_high >= r_low
     shown = cv2.imread(str(tmp_path / "figures" / "syn-auto-sensitivity0.5.png"))
     assert shown.shape == (height, 4 * width + 3 * 6, 3)  # photo | found | true | restored
+    # With --detect-edge-wear the same photo's table says so, and flags at least as much.
+    _run_benchmark(script, *common[:-1], str(tmp_path / "worn.md"), "--no-figures",
+                   "--detect-edge-wear")
+    worn = (tmp_path / "worn.md").read_text()
+    assert "--detect-edge-wear`." in worn and "--detect-edge-wear" not in table
+    flagged = [float(next(line for line in text.splitlines() if line.startswith("| syn |"))
+                     .split("|")[5].strip().rstrip("%")) for text in (table, worn)]
+    assert flagged[1] >= flagged[0]
     refused = subprocess.run([sys.executable, script, *common, "--figures",
                               str(ROOT / "benchmarks" / "results")],
                              cwd=ROOT, capture_output=True, text=True, timeout=400)
