@@ -76,7 +76,8 @@ def enlarged(pixels: np.ndarray | None, factor: int, nearest: bool = False):
 
 
 def measure(detector: str, name: str, seed: int, sensitivity: float, enlarge: int = 1,
-            scale: float = 1.0, damage_kind: str = "digital") -> dict[str, float]:
+            scale: float = 1.0, damage_kind: str = "digital",
+            edge_wear: bool = False) -> dict[str, float]:
     clean = photo(name)
     if damage_kind == "print":
         # The photo as an old print (toned, grainy, scanned) with realistic damage; the
@@ -93,9 +94,11 @@ def measure(detector: str, name: str, seed: int, sensitivity: float, enlarge: in
         enlarged(a, enlarge) for a in (damage.image, infrared, clean_infrared, clean))
     damage.mask = enlarged(damage.mask.astype(np.uint8), enlarge, nearest=True) > 0
     started = time.process_time()
-    found = detect(damage.image, detector, sensitivity, infrared, scale=scale)
+    found = detect(damage.image, detector, sensitivity, infrared, scale=scale,
+                   edge_wear=edge_wear)
     seconds = time.process_time() - started
-    untouched = detect(clean, detector, sensitivity, clean_infrared, scale=scale)
+    untouched = detect(clean, detector, sensitivity, clean_infrared, scale=scale,
+                       edge_wear=edge_wear)
     clean_fill = fill(clean, untouched.mask)
     return mask_scores(found.mask, damage.mask) | {
         "clean_flagged": untouched.damage_fraction,
@@ -154,6 +157,8 @@ def main() -> None:
     parser.add_argument("--damage", choices=("digital", "print"), default="digital",
                         help="digital: `add_damage` on the photo as it is; print: the photo "
                         "as an old print with `add_print_damage` (cracks, crackle, flakes...).")
+    parser.add_argument("--detect-edge-wear", action="store_true",
+                        help="verified and combined with `--detect-edge-wear`.")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "detect.md"))
     args = parser.parse_args()
     cv2.setNumThreads(1)
@@ -168,7 +173,8 @@ def main() -> None:
             combined.load_print_net()
         for name in args.photos:
             per_seed = [measure(detector, name, seed, args.sensitivity, args.enlarge,
-                                args.detect_scale, args.damage) for seed in SEEDS]
+                                args.detect_scale, args.damage, args.detect_edge_wear)
+                        for seed in SEEDS]
             rows[(detector, name)] = {k: float(np.mean([r[k] for r in per_seed]))
                                       for k in per_seed[0]}
             print(detector, name, {k: round(v, 4) for k, v in rows[(detector, name)].items()},
@@ -187,7 +193,8 @@ def main() -> None:
              "only, CPU seconds of the process (torch and OpenCV on one thread: the wall clock "
              "on a 2-core machine shared with other jobs says more about the others). "
              f"Command: `python benchmarks/detect.py --damage {args.damage} "
-             f"--detectors {' '.join(args.detectors)}`.",
+             f"--detectors {' '.join(args.detectors)}"
+             f"{' --detect-edge-wear' if args.detect_edge_wear else ''}`.",
              "", f"Training photos (never evaluated here): {', '.join(TRAIN_PHOTOS)}; "
              f"threshold picked on held-out training photo(s) {', '.join(HOLDOUT_PHOTOS)} "
              "(`python benchmarks/train_detector.py`).", ""]
