@@ -20,8 +20,8 @@ from pipeline.damage import mask_scores
 from pipeline.detect import (
     DEFAULT_DETECTOR,
     DEFAULT_SCALE,
-    EDGE_WEAR_DETECTORS,
     DetectorError,
+    check_edge_wear,
     detect_levels,
     detector_names,
 )
@@ -78,9 +78,11 @@ def calibrate(images: str, masks: str, detector: str = DEFAULT_DETECTOR,
     if detector not in detector_names():
         raise discover.UsageError(f"unknown detector {detector!r}; choose from "
                                   f"{', '.join(detector_names())}")
-    if edge_wear and detector not in EDGE_WEAR_DETECTORS:
-        raise discover.UsageError(f"--detect-edge-wear works with the detectors "
-                                  f"{', '.join(EDGE_WEAR_DETECTORS)}, not {detector}")
+    if edge_wear:
+        try:  # at once, not as every photo's reason to be left out
+            check_edge_wear(detector)
+        except DetectorError as error:
+            raise discover.UsageError(str(error)) from None
     if not 0 < detect_scale <= 1:
         raise discover.UsageError(f"--detect-scale must be within (0, 1], got {detect_scale}")
     totals = {level: np.zeros(4, np.int64) for level in levels}  # right, found, hit, pixels

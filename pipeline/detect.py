@@ -34,9 +34,9 @@ DEFAULT_DETECTOR = "auto"
 # scored, whose picture clause it fails: a cup's highlights on a sepia print, which `verified`
 # leaves (0.12% flagged), it takes for damage (0.51%; tests/test_combined.py).
 AUTO_PRINT_DETECTOR = "verified"
+AUTO_PHOTO_DETECTOR = "learned"
 # The detectors `--detect-edge-wear` changes (`verified.EDGE_ZONE`); `auto` with it changes prints.
 EDGE_WEAR_DETECTORS = ("auto", "combined", "verified")
-AUTO_PHOTO_DETECTOR = "learned"
 # The learned detector knows damage at the size a 300-600 dpi scan of a print shows it (specks
 # 1-4 px, scratches 1-3 px wide). Scans at higher dpi show it larger: detect at 0.5 for twice
 # the dpi, 0.25 for four times (`--detect-scale`).
@@ -98,9 +98,8 @@ def detect_levels(image: np.ndarray, method: str, sensitivities: Sequence[float]
             raise ValueError(f"sensitivity must be within [0, 1], got {sensitivity}")
     if not 0 < scale <= 1:
         raise ValueError(f"detection scale must be within (0, 1], got {scale}")
-    if edge_wear and method not in EDGE_WEAR_DETECTORS:
-        raise DetectorError(f"--detect-edge-wear works with {', '.join(EDGE_WEAR_DETECTORS)}, "
-                            f"not {method}")
+    if edge_wear:
+        check_edge_wear(method)
     if margin:
         return detect_inside(image, method, sensitivities, infrared, device, scale, margin,
                              edge_wear)
@@ -136,6 +135,14 @@ def detector_masks(image: np.ndarray, method: str, sensitivities: Sequence[float
         return [tophat.damage_mask(gray, level) for level in sensitivities]
     raise DetectorError(f"unknown detector {method!r}; choose from "
                         f"{', '.join(detector_names())}")
+
+
+def check_edge_wear(method: str) -> None:
+    """Refuse `--detect-edge-wear` for a detector without verifier odds to lower: said, not
+    silently ignored."""
+    if method not in EDGE_WEAR_DETECTORS:
+        raise DetectorError(f"--detect-edge-wear works with {', '.join(EDGE_WEAR_DETECTORS)}, "
+                            f"not {method}")
 
 
 def auto_detector(image: np.ndarray, infrared: np.ndarray | None) -> str:

@@ -119,12 +119,10 @@ class RunSettings(BaseModel):
 
     @model_validator(mode="after")
     def _edge_wear_needs_the_verifier(self) -> RunSettings:
-        # The other detectors have no verifier odds to lower: said, not silently ignored.
-        from pipeline.detect import EDGE_WEAR_DETECTORS
+        from pipeline.detect import check_edge_wear
 
-        if self.detect_edge_wear and self.detector not in EDGE_WEAR_DETECTORS:
-            raise ValueError(f"--detect-edge-wear works with the detectors "
-                             f"{', '.join(EDGE_WEAR_DETECTORS)}, not {self.detector}")
+        if self.detect_edge_wear:
+            check_edge_wear(self.detector)  # a DetectorError is a ValueError: pydantic says it
         return self
 
     @model_validator(mode="after")

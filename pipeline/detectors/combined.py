@@ -112,7 +112,6 @@ def mask_of(image: np.ndarray, verifier_odds: np.ndarray, joint: np.ndarray,
     """The mask of summed log-odds `joint` at `sensitivity` (`damage_mask`'s last steps; with
     `edge_wear` the lower threshold near the frame), less the print edge along `sides`
     (judged on `verifier_odds` unless given)."""
-    log_odds = verified.threshold(sensitivity)
-    found = verified.footprint(verified.over_threshold(joint, log_odds) if edge_wear
-                               else joint > log_odds)
+    found = verified.footprint(verified.over_threshold(joint, verified.threshold(sensitivity),
+                                                       edge_wear))
     return found & ~verified.print_edge(found, verifier_odds, image, sides)

@@ -315,14 +315,16 @@ def flagged_at(image: np.ndarray, odds: np.ndarray, log_odds: float,
     `edge_wear`, `over_threshold`'s lower one near the frame): the candidates over it with
     their footprint, less a tight scan's print edge (along `sides`, `print_edge_sides`
     unless given)."""
-    found = footprint(over_threshold(odds, log_odds) if edge_wear else odds > log_odds)
+    found = footprint(over_threshold(odds, log_odds, edge_wear))
     return found & ~print_edge(found, odds, image, sides)
 
 
-def over_threshold(odds: np.ndarray, log_odds: float) -> np.ndarray:
-    """Where the verifier's `odds` exceed `log_odds`, or, within EDGE_ZONE of the frame,
-    `log_odds` less EDGE_ZONE_SHIFT (`edge_wear`)."""
+def over_threshold(odds: np.ndarray, log_odds: float, edge_wear: bool = False) -> np.ndarray:
+    """Where `odds` (the verifier's, or `combined`'s summed ones) exceed `log_odds`, or, with
+    `edge_wear`, within EDGE_ZONE of the frame `log_odds` less EDGE_ZONE_SHIFT."""
     over = odds > log_odds
+    if not edge_wear:
+        return over
     near = near_frame(odds.shape)
     over[near] |= odds[near] > log_odds - EDGE_ZONE_SHIFT
     return over
