@@ -149,8 +149,11 @@ def _python(call: str, *args) -> list[str]:
 
 def measure(mode: str, images: Path, mask: Path, out: Path) -> dict:
     call = "print(json.dumps(b.child(sys.argv[1], *map(b.Path, sys.argv[2:]))))"
-    result = subprocess.run(_python(call, mode, images, mask, out), check=True,
+    result = subprocess.run(_python(call, mode, images, mask, out),
                             capture_output=True, text=True)
+    if result.returncode != 0:
+        # capture_output hides the child's words; a bare exit status says nothing.
+        raise RuntimeError(f"the {mode} child exited {result.returncode}:\n{result.stderr}")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

@@ -83,7 +83,7 @@ class Shards:
                indexes: Iterable[int] | None = None) -> Iterator[pa.Table]:
         for index in range(self.count) if indexes is None else indexes:
             data = storage.read_uri(self.name(index), self.storage_options)
-            yield pq.read_table(pa.BufferReader(data), columns=columns)
+            yield storage.read_parquet(data, columns)
 
     def remove(self) -> None:
         fs, path = storage.filesystem(self.uri, self.storage_options)

@@ -139,7 +139,7 @@ def scan(fs, path: str, settings: RunSettings) -> list:
 
 
 def _read(data: bytes) -> pa.Table:
-    return pq.read_table(io.BytesIO(data))
+    return storage.read_parquet(data)
 
 
 def read_samples(data: bytes, settings: RunSettings) -> dict[str, tuple]:
