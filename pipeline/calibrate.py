@@ -1,6 +1,8 @@
 """Pick the detection sensitivity for an archive from a few of its photos that a person has
 masked: each level's masks are scored against theirs, and the level with the best pooled F1
-is the one to run the rest of the archive at (`inpaint calibrate`).
+is the one to run the rest of the archive at (`inpaint calibrate`). `compare` does so for
+several detectors, with and without `--detect-edge-wear`, on the same photos, and `best_of`
+picks the setting to use.
 
 Why: the default sensitivity was calibrated on synthetic prints, and real scans differ. On the
 four real prints of `benchmarks/real/`, the level picked on any two of them was also the
@@ -20,6 +22,7 @@ from pipeline.damage import mask_scores
 from pipeline.detect import (
     DEFAULT_DETECTOR,
     DEFAULT_SCALE,
+    EDGE_WEAR_DETECTORS,
     DetectorError,
     check_edge_wear,
     detect_levels,
@@ -52,9 +55,9 @@ class LevelScore:
 
 @dataclass
 class Calibration:
-    """Every level's scores, the level picked (best F1; of equals, the lower level, which
-    flags less), the photos scored, those left out with the reason, and the detectors that
-    ran (what `auto` picked)."""
+    """One setting's (detector, edge wear) every level's scores, the level picked (best F1;
+    of equals, the lower level, which flags less), the photos scored, those left out with the
+    reason, and the detectors that ran (what `auto` picked)."""
 
     detector: str
     levels: list[LevelScore]
@@ -62,6 +65,7 @@ class Calibration:
     photos: list[str]
     skipped: list[tuple[str, str]] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
+    edge_wear: bool = False
 
 
 def calibrate(images: str, masks: str, detector: str = DEFAULT_DETECTOR,
@@ -72,36 +76,46 @@ def calibrate(images: str, masks: str, detector: str = DEFAULT_DETECTOR,
     """Score `detector` at each of `levels` on the photos of IMAGES that have a hand mask in
     MASKS (same relative path, any image extension; white = damage); photos without one are
     not scored, and a photo or mask that cannot be read is left out with the reason."""
+    return compare(images, masks, [(detector, edge_wear)], levels, detect_scale, detect_margin,
+                   storage_options, max_pixels)[0]
+
+
+def compare(images: str, masks: str, settings: Sequence[tuple[str, bool]],
+            levels: Sequence[float] = LEVELS, detect_scale: float = DEFAULT_SCALE,
+            detect_margin: int = 0, storage_options: dict | None = None,
+            max_pixels: int = DEFAULT_MAX_PIXELS) -> list[Calibration]:
+    """`calibrate` for each of `settings` (detector, edge wear), in that order, on the same
+    photos: each photo is read once, and one that a setting cannot score is left out of all,
+    so that the settings' figures compare."""
     levels = sorted(set(float(level) for level in levels))
     if not levels or not all(0 <= level <= 1 for level in levels):
         raise discover.UsageError(f"levels must lie within [0, 1], got {levels}")
-    if detector not in detector_names():
-        raise discover.UsageError(f"unknown detector {detector!r}; choose from "
-                                  f"{', '.join(detector_names())}")
-    if edge_wear:
-        try:  # at once, not as every photo's reason to be left out
-            check_edge_wear(detector)
-        except DetectorError as error:
-            raise discover.UsageError(str(error)) from None
+    settings = list(dict.fromkeys(settings))
+    if not settings:
+        raise discover.UsageError("no detector to calibrate")
+    for detector, edge_wear in settings:
+        check_setting(detector, edge_wear)
     if not 0 < detect_scale <= 1:
         raise discover.UsageError(f"--detect-scale must be within (0, 1], got {detect_scale}")
-    totals = {level: np.zeros(4, np.int64) for level in levels}  # right, found, hit, pixels
-    photos, skipped, ran, marked = [], [], set(), 0
+    # right, found, hit, pixels per setting and level
+    totals = {setting: {level: np.zeros(4, np.int64) for level in levels} for setting in settings}
+    ran = {setting: set() for setting in settings}
+    photos, skipped, marked = [], [], 0
     for item in discover.iter_pairs(images, masks, storage_options=storage_options):
         if item.problem:
             continue  # no hand mask: nothing to score it against
         try:
             pixels, infrared, true = read_pair(item, storage_options, max_pixels)
-            found = dict(zip(levels, detect_levels(pixels, detector, levels, infrared,
-                                                   scale=detect_scale, margin=detect_margin,
-                                                   edge_wear=edge_wear),
-                             strict=True))
+            found = {(detector, edge_wear): detect_levels(
+                pixels, detector, levels, infrared, scale=detect_scale, margin=detect_margin,
+                edge_wear=edge_wear) for detector, edge_wear in settings}
         except (imageio.ImageDecodeError, MaskError, DetectorError, OSError) as error:
             skipped.append((item.relative_path, str(error)))
             continue
-        for level, detection in found.items():
-            totals[level] += pixel_counts(detection.mask, true)
-            ran.add(detection.detector)
+        for setting, detections in found.items():
+            for level, detection in zip(levels, detections, strict=True):
+                totals[setting][level] += pixel_counts(detection.mask, true)
+                ran[setting].add(detection.detector)
         photos.append(item.relative_path)
         marked += int(true.sum())
     if not photos:
@@ -111,9 +125,42 @@ def calibrate(images: str, masks: str, detector: str = DEFAULT_DETECTOR,
     if not marked:
         raise discover.UsageError(f"the masks in {masks} mark no damage: calibration needs "
                                   "photos whose damage a person has marked")
-    scores = [level_score(level, totals[level], marked) for level in levels]
-    best = max(scores, key=lambda score: (score.f1, -score.sensitivity))
-    return Calibration(detector, scores, best, photos, skipped, sorted(ran))
+    calibrations = []
+    for setting in settings:
+        scores = [level_score(level, totals[setting][level], marked) for level in levels]
+        best = max(scores, key=lambda score: (score.f1, -score.sensitivity))
+        calibrations.append(Calibration(setting[0], scores, best, photos, skipped,
+                                        sorted(ran[setting]), setting[1]))
+    return calibrations
+
+
+def check_setting(detector: str, edge_wear: bool) -> None:
+    """Refuse an unknown detector, or edge wear for one without it, at once (not as every
+    photo's reason to be left out)."""
+    if detector not in detector_names():
+        raise discover.UsageError(f"unknown detector {detector!r}; choose from "
+                                  f"{', '.join(detector_names())}")
+    if edge_wear:
+        try:
+            check_edge_wear(detector)
+        except DetectorError as error:
+            raise discover.UsageError(str(error)) from None
+
+
+def settings_to_compare(detectors: Sequence[str], edge_wear: bool = False,
+                        both: bool = False) -> list[tuple[str, bool]]:
+    """The (detector, edge wear) settings to score: each detector with `edge_wear`, or, with
+    `both`, each without it and, where the detector takes it, with it."""
+    if not both:
+        return [(detector, edge_wear) for detector in detectors]
+    return [(detector, wear) for detector in detectors
+            for wear in ((False, True) if detector in EDGE_WEAR_DETECTORS else (False,))]
+
+
+def best_of(calibrations: Sequence[Calibration]) -> Calibration:
+    """The setting whose best level scores the best F1; of equals, the lower level, then the
+    setting named first."""
+    return max(calibrations, key=lambda c: (c.best.f1, -c.best.sensitivity))
 
 
 def read_pair(item: discover.Item, storage_options: dict | None,
@@ -140,4 +187,5 @@ def level_score(level: float, counts: np.ndarray, marked: int) -> LevelScore:
     precision = right / flagged if flagged else 0.0
     recall = hit / marked
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return LevelScore(level, precision, recall, f1, flagged / pixels, flagged, marked)
+    share = flagged / pixels if pixels else 0.0
+    return LevelScore(level, precision, recall, f1, share, flagged, marked)

@@ -336,19 +336,25 @@ def calibrate_command(
     masks: Annotated[str, typer.Option(help="Hand-made masks of some of them (same relative "
                                             "path, any image extension, white = damage); "
                                             "photos without one are not scored.")],
-    method: Annotated[str, typer.Option(help="Detector, as for `inpaint detect`.")] = "auto",
+    method: Annotated[str, typer.Option(help="Detector, as for `inpaint detect`; several, "
+                                             "comma-separated, are compared.")] = "auto",
     levels: Annotated[str, typer.Option(help="Sensitivities to try, comma-separated.")] =
         "0.5,0.6,0.7,0.8,0.9,1.0",
     detect_scale: Annotated[float, typer.Option(help="As for `inpaint detect`.")] = 1.0,
     detect_margin: Annotated[int, typer.Option(help="As for `inpaint detect`.")] = 0,
     detect_edge_wear: Annotated[bool, typer.Option(help="As for `inpaint detect`.")] = False,
+    compare_edge_wear: Annotated[bool, typer.Option(
+        help="Score each detector that takes --detect-edge-wear both without and with it.")] =
+        False,
     storage_options: Annotated[str | None, typer.Option(help="JSON passed to fsspec.")] =
         None,
 ) -> None:
     """Pick the --sensitivity for an archive: score each level's masks against a few photos
-    a person has masked, and print the level with the best F1.
+    a person has masked, and print the level with the best F1 (with several detectors or
+    --compare-edge-wear, the setting as well).
 
-    Example: inpaint calibrate scans/ --masks checked-masks/
+    Example: inpaint calibrate scans/ --masks checked-masks/ --method auto,combined
+    --compare-edge-wear
     """
     from pipeline import calibrate
 
@@ -356,30 +362,49 @@ def calibrate_command(
         tried = [float(level) for level in levels.split(",") if level.strip()]
     except ValueError:
         fail_usage(f"--levels expects numbers separated by commas, got {levels!r}")
+    if detect_edge_wear and compare_edge_wear:
+        fail_usage("--detect-edge-wear scores with it only and --compare-edge-wear with and "
+                   "without it: give one of them")
+    detectors = [name.strip() for name in method.split(",") if name.strip()]
     try:
-        result = calibrate.calibrate(images, masks, method, tried, detect_scale, detect_margin,
-                                     parse_storage_options(storage_options),
-                                     detect_edge_wear)
+        settings = calibrate.settings_to_compare(detectors, detect_edge_wear, compare_edge_wear)
+        results = calibrate.compare(images, masks, settings, tried, detect_scale,
+                                    detect_margin, parse_storage_options(storage_options))
     except UsageError as error:
         fail_usage(str(error))
-    print_calibration(result)
+    print_calibration(results)
 
 
-def print_calibration(result) -> None:
+def print_calibration(results) -> None:
+    """Each setting's levels, then the setting and level to use (the options to pass on)."""
+    from pipeline.calibrate import best_of
+
     out = Console()
-    for relative, reason in result.skipped:
+    for relative, reason in results[0].skipped:
         err.print(f"left out {relative}: {reason}", highlight=False, markup=False,
                   soft_wrap=True)
-    ran = "" if result.ran == [result.detector] else f" (ran {', '.join(result.ran)})"
-    out.print(f"{result.detector}{ran} on {len(result.photos)} masked photo(s), "
-              f"{result.best.marked_pixels} marked pixels:", highlight=False, markup=False)
-    out.print("sensitivity  precision  recall    F1  flagged", highlight=False, markup=False)
-    for score in result.levels:
-        pick = "  <- best" if score is result.best else ""
-        out.print(f"{score.sensitivity:11.2f}  {score.precision:9.2f}  {score.recall:6.2f}  "
-                  f"{score.f1:4.2f}  {score.flagged:7.2%}{pick}", highlight=False, markup=False)
-    out.print(f"use: --sensitivity {result.best.sensitivity!r}", highlight=False, markup=False)
-    if result.best is result.levels[-1] and result.best.sensitivity < 1:
+    best = best_of(results)
+    for result in results:
+        ran = "" if result.ran == [result.detector] else f" (ran {', '.join(result.ran)})"
+        wear = " with --detect-edge-wear" if result.edge_wear and len(results) > 1 else ""
+        out.print(f"{result.detector}{ran}{wear} on {len(result.photos)} masked photo(s), "
+                  f"{result.best.marked_pixels} marked pixels:", highlight=False, markup=False,
+                  soft_wrap=True)
+        out.print("sensitivity  precision  recall    F1  flagged", highlight=False,
+                  markup=False)
+        for score in result.levels:
+            pick = "  <- best" if result is best and score is result.best else ""
+            out.print(f"{score.sensitivity:11.2f}  {score.precision:9.2f}  "
+                      f"{score.recall:6.2f}  {score.f1:4.2f}  {score.flagged:7.2%}{pick}",
+                      highlight=False, markup=False)
+    use = f"use: --sensitivity {best.best.sensitivity!r}"
+    if best.edge_wear:
+        use += " --detect-edge-wear"
+    if len({result.detector for result in results}) > 1:
+        use += (f", detector {best.detector} (`inpaint run --detector {best.detector}`, "
+                f"`inpaint detect --method {best.detector}`)")
+    out.print(use, highlight=False, markup=False, soft_wrap=True)
+    if best.best is best.levels[-1] and best.best.sensitivity < 1:
         out.print("(the highest level tried: higher ones may do better; add them to --levels)",
                   highlight=False, markup=False)
 

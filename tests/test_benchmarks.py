@@ -257,3 +257,40 @@ def test_the_combined_detectors_weight_is_what_its_benchmark_picks(tmp_path):
     text = out.read_text()
     assert f"Picked: {combined.NET_WEIGHT}" in text
     assert len([line for line in text.splitlines() if line.startswith("| 0.")]) == 3
+
+
+@pytest.mark.slow
+def test_calibration_split_half_picks_on_one_photo_and_scores_the_other(tmp_path):
+    """On two stand-in prints, each split's pick is what `inpaint calibrate` picks on its
+    tuning photo, and its held-out cell is the other photo's score at that pick."""
+    from pipeline import calibrate
+    from pipeline.damage import add_print_damage
+    from tests.conftest import small_photo
+
+    for name, seed in (("chelsea", 1), ("coffee", 2)):
+        damage = add_print_damage(small_photo(name, 128), seed=seed)
+        for folder, pixels in (("photos", damage.image[:, :, ::-1]),
+                               ("masks", damage.mask.astype(np.uint8) * 255)):
+            for where in (tmp_path / folder, tmp_path / name / folder):  # both, one alone
+                where.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(where / f"{name}.png"), pixels)
+    out = tmp_path / "calibrate-real.md"
+    _run_benchmark(str(ROOT / "benchmarks" / "calibrate_real.py"), "--photos",
+                   str(tmp_path / "photos"), "--masks", str(tmp_path / "masks"), "--detectors",
+                   "verified", "tophat", "--levels", "0.5", "0.9", "--out", str(out))
+    rows = [line.split(" | ") for line in out.read_text().splitlines()
+            if line.startswith("| chelsea |") or line.startswith("| coffee |")]
+    assert [row[0] for row in rows] == ["| chelsea", "| coffee"]
+    settings = [("verified", False), ("verified", True), ("tophat", False), ("auto", False)]
+    for tuning, held in (("chelsea", "coffee"), ("coffee", "chelsea")):
+        row = next(row for row in rows if row[0] == f"| {tuning}")
+        pick = calibrate.best_of(calibrate.compare(
+            str(tmp_path / tuning / "photos"), str(tmp_path / tuning / "masks"), settings,
+            (0.5, 0.9)))
+        wear = " + edge wear" if pick.edge_wear else ""
+        assert row[1] == f"`{pick.detector}`{wear} at {pick.best.sensitivity}"
+        other = calibrate.compare(str(tmp_path / held / "photos"), str(tmp_path / held / "masks"),
+                                  [(pick.detector, pick.edge_wear)], (0.5, 0.9))[0]
+        score = next(s for s in other.levels if s.sensitivity == pick.best.sensitivity)
+        assert row[2] == held
+        assert row[3] == f"{score.precision:.2f} / {score.recall:.2f} / {score.f1:.2f}"

@@ -128,3 +128,66 @@ def test_photos_and_masks_in_a_bucket_calibrate_as_from_folders(masked_prints, s
                                                               "box/coffee.png"]
     assert [vars(score) for score in remote.levels] == [vars(score) for score in local.levels]
     assert not any(secret in reason for secret in s3.secrets for _, reason in remote.skipped)
+
+
+@pytest.mark.slow
+def test_settings_compared_on_the_same_photos_score_as_each_alone(masked_prints):
+    images, masks = str(masked_prints["images"]), str(masked_prints["masks"])
+    settings = calibrate.settings_to_compare(["verified", "tophat"], both=True)
+    assert settings == [("verified", False), ("verified", True), ("tophat", False)]
+    results = calibrate.compare(images, masks, settings, (0.5, 0.9))
+    for result, (detector, edge_wear) in zip(results, settings, strict=True):
+        alone = calibrate.calibrate(images, masks, detector, (0.5, 0.9), edge_wear=edge_wear)
+        assert (result.detector, result.edge_wear) == (detector, edge_wear)
+        assert [vars(score) for score in result.levels] == [vars(s) for s in alone.levels]
+        assert result.photos == alone.photos and result.skipped == alone.skipped
+    best = calibrate.best_of(results)
+    assert best.best.f1 == max(result.best.f1 for result in results)
+    # Edge wear finds these small prints' worn sides: it scores apart from the verifier alone.
+    assert results[1].best.recall > results[0].best.recall
+
+
+def test_of_equal_settings_the_one_named_first_is_picked():
+    score = calibrate.level_score(0.7, np.array([50, 100, 40, 1000]), 80)
+    first, second = (calibrate.Calibration(name, [score], score, ["a.png"])
+                     for name in ("combined", "verified"))
+    assert calibrate.best_of([first, second]) is first
+    assert calibrate.best_of([second, first]) is second
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (("--detect-edge-wear", "--compare-edge-wear"), "give one of them"),
+    (("--method", "verified,learned", "--detect-edge-wear"), "not learned"),
+    (("--method", "verified,psychic"), "unknown detector 'psychic'"),
+    (("--method", ","), "no detector to calibrate"),
+])
+def test_bad_settings_to_compare_are_refused_in_words(masked_prints, options, message):
+    result = CliRunner().invoke(app, ["calibrate", str(masked_prints["images"]), "--masks",
+                                      str(masked_prints["masks"]), *options])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_the_command_names_the_setting_to_use_when_it_compares(masked_prints):
+    images, masks = str(masked_prints["images"]), str(masked_prints["masks"])
+    result = CliRunner().invoke(app, ["calibrate", images, "--masks", masks, "--levels",
+                                      "0.5,0.9", "--method", "tophat,verified",
+                                      "--compare-edge-wear"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    headers = [line.split(" on ")[0] for line in lines if "masked photo(s)" in line]
+    assert headers == ["tophat", "verified", "verified with --detect-edge-wear"]
+    assert sum(line.endswith("<- best") for line in lines) == 1
+    best = calibrate.best_of(calibrate.compare(
+        images, masks, [("tophat", False), ("verified", False), ("verified", True)], (0.5, 0.9)))
+    use = next(line for line in lines if line.startswith("use: "))
+    assert use.startswith(f"use: --sensitivity {best.best.sensitivity!r}"
+                          + (" --detect-edge-wear" if best.edge_wear else "") + ", detector "
+                          f"{best.detector} (`inpaint run --detector {best.detector}`")
+    # One detector: its edge wear is part of what to use, and no detector is named.
+    alone = CliRunner().invoke(app, ["calibrate", images, "--masks", masks, "--levels",
+                                     "0.5,0.9", "--method", "verified", "--compare-edge-wear"])
+    use = next(line for line in alone.output.splitlines() if line.startswith("use: "))
+    assert use == "use: --sensitivity 0.9 --detect-edge-wear", alone.output  # F1 0.59 vs 0.30
