@@ -386,7 +386,7 @@ def print_calibration(results) -> None:
     best = best_of(results)
     for result in results:
         ran = "" if result.ran == [result.detector] else f" (ran {', '.join(result.ran)})"
-        wear = " with --detect-edge-wear" if result.edge_wear and len(results) > 1 else ""
+        wear = " with --detect-edge-wear" if result.edge_wear else ""
         out.print(f"{result.detector}{ran}{wear} on {len(result.photos)} masked photo(s), "
                   f"{result.best.marked_pixels} marked pixels:", highlight=False, markup=False,
                   soft_wrap=True)
