@@ -10,7 +10,8 @@ mask with a 2-px tolerance, the share of the photo flagged and marked, and detec
 per megapixel (torch and OpenCV on one thread); pooled figures count every photo's pixels
 together. A figure per photo (photo | found mask over it | true mask over it | restored
 with the found mask, as `inpaint run --masks auto` fills) goes to `--figures`, which must
-lie outside the repository: the figures show the photos.
+lie outside the repository: the figures show the photos. Under each table: where the
+missed marked pixels lie (`missed_by_kind`: the frame zone, thin lines, specks, wide areas).
 
     python benchmarks/detect_real.py --photos /path/to/old_w_scratch [--sensitivity 0.5 0.9]
 
@@ -39,6 +40,7 @@ from pydantic import TypeAdapter, ValidationError
 from pipeline import imageio
 from pipeline.damage import mask_scores
 from pipeline.detect import DEFAULT_DETECTOR, auto_detector, detect, detector_names
+from pipeline.detectors import verified
 from pipeline.settings import RunSettings
 from pipeline.storage import write_uri
 
@@ -114,6 +116,39 @@ def measure(pixels: np.ndarray, true: np.ndarray, detector: str, sensitivity: fl
     return scores | {"flagged": float(found.mean()), "marked": float(true.mean()),
                      "found_pixels": float(found.sum()), "true_pixels": float(true.sum()),
                      "seconds": seconds, "megapixels": true.size / 1e6}, found
+
+
+# Where missed damage lies (`missed_by_kind`): a marked mark under SPECK_AREA px is a speck;
+# a missed pixel whose mark is more than WIDE px across near it lies in a wide area; the rest
+# are thin lines (cracks, scratches, creases). The frame zone is `--detect-edge-wear`'s.
+MISSED_KINDS = ("frame zone", "thin lines", "specks", "wide areas")
+SPECK_AREA = 40
+WIDE = 7
+
+
+def missed_by_kind(found: np.ndarray, true: np.ndarray) -> dict[str, int]:
+    """The marked pixels no flagged one lies within the tolerance of, counted by where they
+    lie (MISSED_KINDS; the frame zone first, whatever their shape)."""
+    kernel = np.ones((2 * TOLERANCE + 1,) * 2, np.uint8)
+    missed = true & ~(cv2.dilate(found.astype(np.uint8), kernel) > 0)
+    frame = verified.near_frame(true.shape)
+    distance = cv2.distanceTransform(true.astype(np.uint8), cv2.DIST_L2, 3)
+    width = 2 * cv2.dilate(distance, np.ones((9, 9), np.uint8))  # the mark's width nearby
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(true.astype(np.uint8), connectivity=8)
+    small = stats[labels, cv2.CC_STAT_AREA] < SPECK_AREA
+    inside = missed & ~frame
+    return {"frame zone": int((missed & frame).sum()),
+            "thin lines": int((inside & (width <= WIDE) & ~small).sum()),
+            "specks": int((inside & (width <= WIDE) & small).sum()),
+            "wide areas": int((inside & (width > WIDE)).sum())}
+
+
+def missed_line(counts: list[dict[str, int]]) -> str:
+    total = {kind: sum(count[kind] for count in counts) for kind in MISSED_KINDS}
+    missed = sum(total.values())
+    shares = ", ".join(f"{kind} {total[kind] / max(missed, 1):.0%}" for kind in MISSED_KINDS)
+    return (f"Missed, pooled: {missed} marked pixels (not within {TOLERANCE} px of a flagged "
+            f"one), by where they lie: {shares}.")
 
 
 def pooled(rows: list[dict[str, float]]) -> dict[str, float]:
@@ -287,7 +322,7 @@ def main() -> None:
         # Load the net before the clock starts: s/MP is the per-photo cost, not start-up.
         detect(next(iter(photos.values()))[0], detector, sensitivity, scale=args.detect_scale,
                edge_wear=args.detect_edge_wear)
-        rows = []
+        rows, missed = [], []
         lines += [f"## {detector}, sensitivity {sensitivity}", "",
                   "| photo | precision | recall | f1 | flagged | marked | s/MP |",
                   "|---|---|---|---|---|---|---|"]
@@ -295,13 +330,14 @@ def main() -> None:
             row, found = measure(pixels, true, detector, sensitivity, args.detect_scale,
                                  args.detect_edge_wear)
             rows.append(row)
+            missed.append(missed_by_kind(found, true))
             lines.append(table_row(stem, row))
             print(detector, table_row(stem, row), flush=True)
             if args.figures_too:
                 restored = fill(pixels, found)
                 figure(pixels, found, true, restored,
                        figures / f"{stem}-{detector}-sensitivity{sensitivity}.png")
-        lines += [table_row("**pooled**", pooled(rows)), ""]
+        lines += [table_row("**pooled**", pooled(rows)), "", missed_line(missed), ""]
     lines.append(f"Restored panels of the figures: `{FILL}` with the found mask.")
     for detector in args.sweep_detectors if args.sweep else []:
         columns = sweep_columns(photos, args.sweep, args.detect_scale, detector,

@@ -99,6 +99,11 @@ def test_real_detection_benchmark_runs_on_a_synthetic_photo(tmp_path):
     precision, recall, f1 = (float(cell) for cell in row.split("|")[2:5])
     assert 0 <= precision <= 1 and 0 <= recall <= 1 and 0 <= f1 <= 1
     assert "| **pooled** |" in table
+    missed = table.split("Missed, pooled: ")[1].split(".\n")[0]  # under the first table
+    count, shares = int(missed.split()[0]), missed.split("by where they lie: ")[1]
+    total = sum(int(part.split()[-1].rstrip("%")) for part in shares.split(", "))
+    assert total in (99, 100, 101) if count else total == 0
+    assert count > 0 or recall == 1.0  # nothing missed: all found
     # The sweep's table: one "precision / recall" cell per sensitivity, its 0.5 the same
     # detection as the main table's, and a higher sensitivity finds at least as much.
     swept = table.split("by sensitivity")[1]
@@ -294,3 +299,19 @@ def test_calibration_split_half_picks_on_one_photo_and_scores_the_other(tmp_path
         score = next(s for s in other.levels if s.sensitivity == pick.best.sensitivity)
         assert row[2] == held
         assert row[3] == f"{score.precision:.2f} / {score.recall:.2f} / {score.f1:.2f}"
+
+
+def test_missed_marks_are_counted_by_where_they_lie(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    module = _benchmark_module("detect_real.py")
+    true = np.zeros((200, 200), bool)
+    true[1:4, 60:140] = True        # along the top edge: the frame zone (10 px here)
+    true[50:52, 40:160] = True      # a thin scratch
+    true[100:104, 100:104] = True   # a speck (16 px)
+    true[140:170, 30:70] = True     # a wide flake
+    found = np.zeros_like(true)
+    found[50:52, 40:100] = True     # half the scratch found
+    missed = module.missed_by_kind(found, true)
+    assert missed == {"frame zone": 240, "thin lines": 2 * 58, "specks": 16,
+                      "wide areas": 30 * 40}
+    assert "frame zone 15%" in module.missed_line([missed])
