@@ -106,9 +106,7 @@ def compare(images: str, masks: str, settings: Sequence[tuple[str, bool]],
             continue  # no hand mask: nothing to score it against
         try:
             pixels, infrared, true = read_pair(item, storage_options, max_pixels)
-            found = {(detector, edge_wear): detect_levels(
-                pixels, detector, levels, infrared, scale=detect_scale, margin=detect_margin,
-                edge_wear=edge_wear) for detector, edge_wear in settings}
+            found = detected(pixels, infrared, settings, levels, detect_scale, detect_margin)
         except (imageio.ImageDecodeError, MaskError, DetectorError, OSError) as error:
             skipped.append((item.relative_path, str(error)))
             continue
@@ -132,6 +130,22 @@ def compare(images: str, masks: str, settings: Sequence[tuple[str, bool]],
         calibrations.append(Calibration(setting[0], scores, best, photos, skipped,
                                         sorted(ran[setting]), setting[1]))
     return calibrations
+
+
+def detected(pixels: np.ndarray, infrared: np.ndarray | None,
+             settings: Sequence[tuple[str, bool]], levels: list[float], detect_scale: float,
+             detect_margin: int) -> dict[tuple[str, bool], list]:
+    """Each setting's detections at `levels`; a detector's settings without and with edge
+    wear share one detection (its candidates scored once, the levels compared twice)."""
+    found = {}
+    for detector in dict.fromkeys(detector for detector, _ in settings):
+        wears = [wear for name, wear in settings if name == detector]
+        detections = detect_levels(pixels, detector, levels * len(wears), infrared,
+                                   scale=detect_scale, margin=detect_margin,
+                                   edge_wear=[wear for wear in wears for _ in levels])
+        for index, wear in enumerate(wears):
+            found[detector, wear] = detections[index * len(levels):(index + 1) * len(levels)]
+    return found
 
 
 def check_setting(detector: str, edge_wear: bool) -> None:

@@ -89,16 +89,17 @@ def detect(image: np.ndarray, method: str = DEFAULT_DETECTOR,
 def detect_levels(image: np.ndarray, method: str, sensitivities: Sequence[float],
                   infrared: np.ndarray | None = None, device: str = "cpu",
                   scale: float = DEFAULT_SCALE, margin: int = 0,
-                  edge_wear: bool = False) -> list[Detection]:
+                  edge_wear: bool | Sequence[bool] = False) -> list[Detection]:
     """`detect` at each of `sensitivities`, in their order, the work the levels share done
     once: `verified` and `combined` score their candidates once and compare the odds with
-    each level's threshold (`inpaint calibrate` tries six levels on each photo)."""
+    each level's threshold (`inpaint calibrate` tries six levels on each photo, without and
+    with edge wear: `edge_wear` is one flag for all levels or one per level)."""
     for sensitivity in sensitivities:
         if not 0 <= sensitivity <= 1:
             raise ValueError(f"sensitivity must be within [0, 1], got {sensitivity}")
     if not 0 < scale <= 1:
         raise ValueError(f"detection scale must be within (0, 1], got {scale}")
-    if edge_wear:
+    if any(verified.per_level(edge_wear, sensitivities)):
         check_edge_wear(method)
     if margin:
         return detect_inside(image, method, sensitivities, infrared, device, scale, margin,
@@ -113,7 +114,7 @@ def detect_levels(image: np.ndarray, method: str, sensitivities: Sequence[float]
 
 def detector_masks(image: np.ndarray, method: str, sensitivities: Sequence[float],
                    infrared: np.ndarray | None, device: str,
-                   edge_wear: bool = False) -> list[np.ndarray]:
+                   edge_wear: bool | Sequence[bool] = False) -> list[np.ndarray]:
     """The masks of detector `method` (not `auto`) at each of `sensitivities`; `edge_wear`
     counts for `verified` and `combined` only (`auto` may have picked another)."""
     if method == "combined":
@@ -154,7 +155,7 @@ def auto_detector(image: np.ndarray, infrared: np.ndarray | None) -> str:
 
 def detect_inside(image: np.ndarray, method: str, sensitivities: Sequence[float],
                   infrared: np.ndarray | None, device: str, scale: float,
-                  margin: int, edge_wear: bool = False) -> list[Detection]:
+                  margin: int, edge_wear: bool | Sequence[bool] = False) -> list[Detection]:
     """Detect on the photo less `margin` px at each edge; the masks come back at full size,
     the margin unflagged."""
     height, width = image.shape[:2]
@@ -175,7 +176,7 @@ def detect_inside(image: np.ndarray, method: str, sensitivities: Sequence[float]
 
 def detect_shrunk(image: np.ndarray, method: str, sensitivities: Sequence[float],
                   infrared: np.ndarray | None, device: str, scale: float,
-                  edge_wear: bool = False) -> list[Detection]:
+                  edge_wear: bool | Sequence[bool] = False) -> list[Detection]:
     """Detect on the photo (and IR channel) shrunk by `scale`, then grow the masks back:
     defects are counted at the scale they were found at."""
     height, width = image.shape[:2]

@@ -95,15 +95,16 @@ def damage_mask(image: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY,
     return damage_masks(image, (sensitivity,), device, edge_wear)[0]
 
 
-def damage_masks(image: np.ndarray, sensitivities: Sequence[float],
-                 device: str = "cpu", edge_wear: bool = False) -> list[np.ndarray]:
-    """`damage_mask` at each of `sensitivities`, the verifier's and the net's odds computed
-    once."""
+def damage_masks(image: np.ndarray, sensitivities: Sequence[float], device: str = "cpu",
+                 edge_wear: bool | Sequence[bool] = False) -> list[np.ndarray]:
+    """`damage_mask` at each of `sensitivities` (`edge_wear` as `verified.damage_masks`
+    takes it), the verifier's and the net's odds computed once."""
     verifier_odds = verified.verified_odds(image)
     joint = combined_odds(image, verifier_odds, device)
     sides = verified.print_edge_sides(verifier_odds, image)
-    return [mask_of(image, verifier_odds, joint, level, sides, edge_wear)
-            for level in sensitivities]
+    return [mask_of(image, verifier_odds, joint, level, sides, wear)
+            for level, wear in zip(sensitivities, verified.per_level(edge_wear, sensitivities),
+                                   strict=True)]
 
 
 def mask_of(image: np.ndarray, verifier_odds: np.ndarray, joint: np.ndarray,

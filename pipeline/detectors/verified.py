@@ -299,14 +299,26 @@ def damage_mask(image: np.ndarray, sensitivity: float = DEFAULT_SENSITIVITY,
 
 
 def damage_masks(image: np.ndarray, sensitivities: Sequence[float],
-                 edge_wear: bool = False) -> list[np.ndarray]:
-    """`damage_mask` at each of `sensitivities`, the verifier's odds and the print edge's
-    sides found once: the features and the perceptron are nearly all of the cost, a level's
-    threshold is a comparison."""
+                 edge_wear: bool | Sequence[bool] = False) -> list[np.ndarray]:
+    """`damage_mask` at each of `sensitivities` (with `edge_wear` for all, or, given one flag
+    per sensitivity, for those it names), the verifier's odds and the print edge's sides found
+    once: the features and the perceptron are nearly all of the cost, a level's threshold is a
+    comparison."""
     odds = verified_odds(image)
     sides = print_edge_sides(odds, image)
-    return [flagged_at(image, odds, threshold(level), sides, edge_wear)
-            for level in sensitivities]
+    return [flagged_at(image, odds, threshold(level), sides, wear)
+            for level, wear in zip(sensitivities, per_level(edge_wear, sensitivities),
+                                   strict=True)]
+
+
+def per_level(edge_wear: bool | Sequence[bool], sensitivities: Sequence[float]) -> list[bool]:
+    """`edge_wear` as one flag per sensitivity: the same for all, or one given for each."""
+    if isinstance(edge_wear, bool):
+        return [edge_wear] * len(sensitivities)
+    if len(edge_wear) != len(sensitivities):
+        raise ValueError(f"{len(edge_wear)} edge-wear flags for {len(sensitivities)} "
+                         "sensitivities")
+    return [bool(wear) for wear in edge_wear]
 
 
 def flagged_at(image: np.ndarray, odds: np.ndarray, log_odds: float,
