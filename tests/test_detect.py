@@ -135,6 +135,24 @@ def test_several_levels_at_once_give_each_levels_own_detection(method, scale, ma
         detect_levels(photo, method, (0.5, 1.5))
 
 
+@pytest.mark.parametrize(("method", "scale", "margin"),
+                         [("verified", 1.0, 0), ("combined", 0.5, 6)])
+def test_levels_each_with_its_own_edge_wear_give_each_its_own_detection(method, scale, margin):
+    # `inpaint calibrate --compare-edge-wear` detects once for both: the same masks as apart.
+    damage = add_print_damage(small_photo("chelsea", 256), seed=4, kinds=("edge", "crack"))
+    levels, wears = (0.5, 0.5, 0.9), [False, True, True]
+    found = detect_levels(damage.image, method, levels, scale=scale, margin=margin,
+                          edge_wear=wears)
+    for level, wear, detection in zip(levels, wears, found, strict=True):
+        alone = detect(damage.image, method, level, scale=scale, margin=margin, edge_wear=wear)
+        assert np.array_equal(detection.mask, alone.mask), (level, wear)
+    assert found[1].mask.sum() > found[0].mask.sum()  # the worn edge, found with it
+    with pytest.raises(ValueError, match="2 edge-wear flags for 3 sensitivities"):
+        detect_levels(damage.image, method, levels, edge_wear=[False, True])
+    with pytest.raises(DetectorError, match="not learned"):
+        detect_levels(damage.image, "learned", levels, edge_wear=wears)
+
+
 def test_edge_wear_is_refused_where_no_verifier_judges_and_recorded_when_set():
     photo = small_photo("coffee", 160)
     with pytest.raises(DetectorError, match="edge-wear works with auto, combined, verified"):
