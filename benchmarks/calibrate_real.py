@@ -21,7 +21,7 @@ import numpy as np
 from detect_real import MASKS, check_same_photo, find_photo
 
 from pipeline import calibrate
-from pipeline.calibrate import Calibration, LevelScore, level_score
+from pipeline.calibrate import Calibration, LevelScore, best_level, level_score
 
 OUT = Path(__file__).resolve().parent / "results" / "calibrate-real.md"
 DEFAULT_SETTING = ("auto", False)
@@ -47,15 +47,6 @@ def per_photo(photos: Path, masks: Path, settings: list[tuple[str, bool]],
     return scored
 
 
-def counts(score: LevelScore) -> np.ndarray:
-    """(right, flagged, found, pixels) back from one photo's score: its precision and recall
-    are ratios of whole pixel counts. (Pixels only serve the flagged share, which the tables
-    do not show; a photo that flags nothing counts none.)"""
-    pixels = round(score.found_pixels / score.flagged) if score.flagged else 0
-    return np.array([round(score.precision * score.found_pixels), score.found_pixels,
-                     round(score.recall * score.marked_pixels), pixels], np.int64)
-
-
 def pooled(scored: dict[str, list[Calibration]], stems: tuple[str, ...]) -> list[Calibration]:
     """Every setting's calibration over `stems` together, as `calibrate.compare` on a folder
     of them would give it."""
@@ -63,12 +54,11 @@ def pooled(scored: dict[str, list[Calibration]], stems: tuple[str, ...]) -> list
     for index, first in enumerate(scored[stems[0]]):
         marked = sum(scored[stem][index].best.marked_pixels for stem in stems)
         levels = [level_score(score.sensitivity,
-                              sum(counts(scored[stem][index].levels[position]) for stem in stems),
-                              marked)
+                              sum(np.array(scored[stem][index].levels[position].counts)
+                                  for stem in stems), marked)
                   for position, score in enumerate(first.levels)]
-        best = max(levels, key=lambda score: (score.f1, -score.sensitivity))
-        out.append(Calibration(first.detector, levels, best, list(stems), [], first.ran,
-                               first.edge_wear))
+        out.append(Calibration(first.detector, levels, best_level(levels), list(stems), [],
+                               first.ran, first.edge_wear))
     return out
 
 

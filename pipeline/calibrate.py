@@ -51,6 +51,9 @@ class LevelScore:
     flagged: float  # share of the photos' pixels flagged
     found_pixels: int = 0
     marked_pixels: int = 0
+    # (flagged pixels that are right, flagged, marked pixels found, photo pixels): what the
+    # ratios were computed from, so that scores of photos apart pool exactly.
+    counts: tuple[int, int, int, int] = (0, 0, 0, 0)
 
 
 @dataclass
@@ -126,8 +129,7 @@ def compare(images: str, masks: str, settings: Sequence[tuple[str, bool]],
     calibrations = []
     for setting in settings:
         scores = [level_score(level, totals[setting][level], marked) for level in levels]
-        best = max(scores, key=lambda score: (score.f1, -score.sensitivity))
-        calibrations.append(Calibration(setting[0], scores, best, photos, skipped,
+        calibrations.append(Calibration(setting[0], scores, best_level(scores), photos, skipped,
                                         sorted(ran[setting]), setting[1]))
     return calibrations
 
@@ -201,5 +203,10 @@ def level_score(level: float, counts: np.ndarray, marked: int) -> LevelScore:
     precision = right / flagged if flagged else 0.0
     recall = hit / marked
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    share = flagged / pixels if pixels else 0.0
-    return LevelScore(level, precision, recall, f1, share, flagged, marked)
+    return LevelScore(level, precision, recall, f1, flagged / pixels, flagged, marked,
+                      (right, flagged, hit, pixels))
+
+
+def best_level(scores: Sequence[LevelScore]) -> LevelScore:
+    """The level with the best F1; of equals, the lower level, which flags less."""
+    return max(scores, key=lambda score: (score.f1, -score.sensitivity))
